@@ -1,0 +1,1 @@
+"""PoseHub's cost reporter service (see the cost-reporting issue)."""

@@ -1,0 +1,247 @@
+"""Load and validate ``hub_config/posehub.yaml``.
+
+The schema beside the config file is the one declaration of every key, its
+type, its default and its documentation. This module only reads: it turns a
+file into a validated, defaults-filled :class:`PoseHubConfig`, or raises
+:class:`ConfigError` with one line naming the key path and what was expected.
+Nothing here touches JupyterHub; the local wiring lives in ``posehub.hubapply``
+and the Kubernetes rendering reads the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HUB_CONFIG_DIR = REPO_ROOT / "hub_config"
+DEFAULT_CONFIG = HUB_CONFIG_DIR / "posehub.yaml"
+SCHEMA_FILE = HUB_CONFIG_DIR / "posehub.schema.yaml"
+CONFIG_ENV = "POSEHUB_CONFIG"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. ``str(err)`` is the whole message."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_FILE) as f:
+        return yaml.safe_load(f)
+
+
+def config_path(path: str | os.PathLike | None = None) -> Path:
+    """The config file to use: the argument, else ``$POSEHUB_CONFIG``, else the embedded default."""
+    if path:
+        return Path(path)
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def format_path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+_TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "nothing",
+}
+
+
+def _describe_value(value) -> str:
+    if isinstance(value, (dict, list)):
+        kind = "a mapping" if isinstance(value, dict) else "a list"
+        return kind
+    return json.dumps(value)
+
+
+def _expected(error: jsonschema.ValidationError) -> str:
+    v, val = error.validator, error.validator_value
+    if v == "type":
+        types = val if isinstance(val, list) else [val]
+        return " or ".join(_TYPE_WORDS.get(t, t) for t in types)
+    if v == "minimum":
+        return f"a number >= {val}"
+    if v == "exclusiveMinimum":
+        return f"a number > {val}"
+    if v == "maximum":
+        return f"a number <= {val}"
+    if v == "enum":
+        return "one of " + ", ".join(json.dumps(x) for x in val)
+    if v == "pattern":
+        return f"a string matching {val}"
+    if v == "minLength":
+        return "a non-empty string" if val == 1 else f"a string of at least {val} characters"
+    if v in ("minItems", "minProperties"):
+        return f"at least {val} entr{'y' if val == 1 else 'ies'}"
+    if v == "uniqueItems":
+        return "a list without repeated items"
+    if v == "oneOf":
+        return " or ".join(_expected_from_schema(s) for s in val)
+    return error.message
+
+
+def _expected_from_schema(schema: dict) -> str:
+    if "enum" in schema:
+        return "one of " + ", ".join(json.dumps(x) for x in schema["enum"])
+    t = schema.get("type")
+    if t == "array" and "items" in schema:
+        return "a list of " + _TYPE_WORDS.get(schema["items"].get("type"), "items").replace("an ", "").replace("a ", "") + "s"
+    return _TYPE_WORDS.get(t, str(t))
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        key = extra[0] if extra else "?"
+        where = format_path(path + [key])
+        if allowed:
+            return f"{where}: unknown key '{key}' (expected one of: {', '.join(allowed)})"
+        return f"{where}: unknown key '{key}'"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        key = missing[0] if missing else "?"
+        return f"{format_path(path + [key])}: missing (required)"
+    return f"{format_path(path)}: expected {_expected(error)}, got {_describe_value(error.instance)}"
+
+
+def _sort_key(error: jsonschema.ValidationError):
+    # Report the first problem in file order, the deepest one at that place.
+    return ([str(p) for p in error.absolute_path], -len(error.absolute_path))
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def _apply_defaults(instance: Any, schema: dict) -> Any:
+    """Fill missing keys from the schema's ``default`` values, recursively."""
+    if isinstance(instance, dict) and schema.get("type") == "object":
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            if key not in instance and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                instance[key] = _apply_defaults(instance[key], sub)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in instance:
+                if key not in props:
+                    instance[key] = _apply_defaults(instance[key], extra)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [_apply_defaults(item, schema["items"]) for item in instance]
+    return instance
+
+
+# ---------------------------------------------------------------- checks beyond the schema
+
+
+def _semantic_errors(cfg: dict) -> list[str]:
+    errors = []
+    images = cfg["images"]
+    seen = {}
+    for i, profile in enumerate(cfg["profiles"]):
+        if profile["image"] not in images:
+            errors.append(
+                f"profiles[{i}].image: unknown image '{profile['image']}' "
+                f"(expected one of: {', '.join(sorted(images))})"
+            )
+        if profile["slug"] in seen:
+            errors.append(
+                f"profiles[{i}].slug: '{profile['slug']}' is already used by profiles[{seen[profile['slug']]}]"
+            )
+        seen.setdefault(profile["slug"], i)
+    return errors
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class PoseHubConfig:
+    """The validated configuration, defaults filled in. ``data`` mirrors the YAML."""
+
+    data: dict
+    path: Path
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def get(self, dotted: str, default=None):
+        """``cfg.get("budgets.default")``: a value by dotted path."""
+        node: Any = self.data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative ones taken from the repository root."""
+        p = Path(os.path.expanduser(path))
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def state_dir(self) -> Path:
+        return self.resolve(self.data["hub"]["state_dir"])
+
+    @property
+    def admins(self) -> list[str]:
+        return list(self.data["admins"])
+
+    def profile(self, slug: str) -> dict | None:
+        return next((p for p in self.data["profiles"] if p["slug"] == slug), None)
+
+
+def validate(raw: Any, path: Path | str = "<config>") -> PoseHubConfig:
+    """Validate parsed YAML; fill defaults. Raises :class:`ConfigError`."""
+    if raw is None:
+        raw = {}
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(raw), key=_sort_key)
+    if errors:
+        raise ConfigError(f"{path}: {_message(errors[0])}")
+    data = _apply_defaults(copy.deepcopy(raw), schema)
+    problems = _semantic_errors(data)
+    if problems:
+        raise ConfigError(f"{path}: {problems[0]}")
+    return PoseHubConfig(data=data, path=Path(path))
+
+
+def load(path: str | os.PathLike | None = None) -> PoseHubConfig:
+    """Read, validate and fill defaults of a config file. Raises :class:`ConfigError`."""
+    p = config_path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{p}: (top level): expected a mapping, got {_describe_value(raw)}")
+    return validate(raw, p)

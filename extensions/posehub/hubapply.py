@@ -1,0 +1,65 @@
+"""Apply a validated :class:`~posehub.config.PoseHubConfig` to JupyterHub's ``c``.
+
+Each ``apply_<section>(c, cfg)`` only *sets* values (never appends or mutates),
+so the result depends on the config alone. This is the wiring for one machine;
+the Kubernetes deployment reads the same config model elsewhere.
+"""
+
+from __future__ import annotations
+
+from .config import REPO_ROOT, PoseHubConfig
+
+PROXY_BIN = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+def apply_hub(c, cfg: PoseHubConfig):
+    """``hub.*`` -> where the hub listens and keeps its state."""
+    hub, state = cfg["hub"], cfg.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    c.JupyterHub.bind_url = f"http://{hub['ip']}:{hub['port']}"
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = hub["hub_port"]
+    c.JupyterHub.db_url = hub["db_url"] or f"sqlite:///{state / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+    c.JupyterHub.cleanup_servers = True
+
+
+def apply_proxy(c, cfg: PoseHubConfig):
+    """The configurable-http-proxy that ``make up`` installed from npm into ``node_modules``."""
+    c.ConfigurableHTTPProxy.command = [str(PROXY_BIN)]
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{cfg['hub']['proxy_api_port']}"
+    c.ConfigurableHTTPProxy.pid_file = str(cfg.state_dir / "proxy.pid")
+    c.ConfigurableHTTPProxy.should_start = True
+
+
+def apply_auth(c, cfg: PoseHubConfig):
+    """``admins``, ``auth.local.*`` -> local accounts (NativeAuthenticator)."""
+    local = cfg["auth"]["local"]
+    c.JupyterHub.authenticator_class = "posehub.auth.PoseHubLocalAuthenticator"
+    c.Authenticator.admin_users = set(cfg.admins)
+    c.Authenticator.allow_all = True  # approval of local sign-ups is NativeAuthenticator's job
+    c.NativeAuthenticator.open_signup = local["open_signup"]
+    c.NativeAuthenticator.minimum_password_length = local["minimum_password_length"]
+    c.NativeAuthenticator.check_common_password = True
+    c.PoseHubLocalAuthenticator.bootstrap_admin = cfg.admins[0] if cfg.admins else ""
+    c.PoseHubLocalAuthenticator.bootstrap_password_file = str(cfg.state_dir / "admin-password")
+
+
+def apply_groups(c, cfg: PoseHubConfig):
+    """``groups.<name>.users`` -> JupyterHub groups, made at every start."""
+    c.JupyterHub.load_groups = {name: {"users": list(g["users"])} for name, g in cfg["groups"].items()}
+
+
+def apply_spawner(c, cfg: PoseHubConfig):
+    """``profiles``, ``gpus`` -> the one-machine spawner."""
+    c.JupyterHub.spawner_class = "posehub.spawner.PoseHubSpawner"
+    c.PoseHubSpawner.config_file = str(cfg.path)
+    c.PoseHubSpawner.home_dir_template = str(cfg.state_dir / "homes" / "{username}")
+    c.Spawner.default_url = "/lab"
+    c.Spawner.start_timeout = 120
+    c.Spawner.http_timeout = 120
+
+
+def apply_all(c, cfg: PoseHubConfig):
+    for apply in (apply_hub, apply_proxy, apply_auth, apply_groups, apply_spawner):
+        apply(c, cfg)

@@ -1,0 +1,229 @@
+"""The spawner for one machine.
+
+Each user gets a home folder and a JupyterLab server run from the local
+environment of the profile's image (``.envs/<image>``). Profiles are offered
+through the spawn form, filtered by :mod:`posehub.profiles`; GPU profiles get
+exclusive GPU indices from a :class:`posehub.gpus.GpuPool` shared by the hub.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from tornado import web
+from traitlets import List, Unicode, default
+
+from . import buckets, environments, gpus, profiles
+from .config import PoseHubConfig, load
+
+_templates = Environment(
+    loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+@lru_cache(maxsize=8)
+def _config(path: str) -> PoseHubConfig:
+    return load(path or None)
+
+
+_pools: dict[tuple, gpus.GpuPool] = {}
+
+
+def gpu_pool(cfg: PoseHubConfig) -> gpus.GpuPool:
+    """One pool per hub process (per declared device list)."""
+    setting = cfg["gpus"]["devices"]
+    key = tuple(setting) if isinstance(setting, list) else (setting,)
+    if key not in _pools:
+        _pools[key] = gpus.GpuPool(gpus.devices_from_config(setting))
+    return _pools[key]
+
+
+class ProfileError(web.HTTPError):
+    """A spawn request that cannot be served; the message is shown to the user as is."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status, log_message=message)
+        self.jupyterhub_message = message
+        self.reason = "Cannot start this profile"
+
+    def __str__(self):
+        return self.jupyterhub_message
+
+
+class PoseHubSpawner(SimpleLocalProcessSpawner):
+    config_file = Unicode("", config=True, help="posehub.yaml to read (default: $POSEHUB_CONFIG or the embedded one).")
+    gpu_indices = List(help="GPU indices held by this server.")
+    profile_slug = Unicode("", help="Slug of the running profile.")
+
+    # ------------------------------------------------------------ policy
+
+    @property
+    def posehub_config(self) -> PoseHubConfig:
+        return _config(self.config_file)
+
+    def user_groups(self) -> list[str]:
+        return sorted(g.name for g in self.user.groups)
+
+    def offered_profiles(self) -> list[dict]:
+        return profiles.allowed_profiles(
+            self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin)
+        )
+
+    def unavailable_reason(self, profile: dict) -> str:
+        """Why a profile the user may use cannot start right now ('' when it can)."""
+        if not environments.is_built(profile["image"]):
+            return f"The environment of image '{profile['image']}' has not been built on this machine yet."
+        if profile["gpus"]:
+            pool = gpu_pool(self.posehub_config)
+            if not pool.held_by(self._owner_key):
+                try:
+                    pool.check(profile["gpus"])
+                except gpus.NoFreeGpu as e:
+                    return str(e)
+        return ""
+
+    def validate_options(self, options: dict) -> dict:
+        """Check a requested profile; returns normalised options or raises :class:`ProfileError`."""
+        offered = self.offered_profiles()
+        slug = (options or {}).get("profile")
+        if not slug:
+            if not offered:
+                raise ProfileError(
+                    403, f"No profile is open to you. Ask {self.posehub_config['hub']['admin_contact']} for access."
+                )
+            slug = offered[0]["slug"]
+        profile = self.posehub_config.profile(slug)
+        if profile is None:
+            raise ProfileError(400, f"Unknown profile '{slug}'.")
+        if profile not in offered:
+            raise ProfileError(403, f"You may not use the profile '{profile['display_name']}'.")
+        reason = self.unavailable_reason(profile)
+        if reason:
+            if not environments.is_built(profile["image"]):
+                reason += f" Build it on the hub machine with: {environments.build_command(profile['image'])}"
+            raise ProfileError(409, reason)
+        return {"profile": slug}
+
+    # ------------------------------------------------------------ form
+
+    def _render_options_form(self, spawner=None) -> str:
+        items = []
+        first = True
+        for p in self.offered_profiles():
+            unavailable = self.unavailable_reason(p)
+            items.append(
+                dict(
+                    p,
+                    summary=profiles.summary(p),
+                    unavailable=unavailable,
+                    build_command=(
+                        environments.build_command(p["image"]) if not environments.is_built(p["image"]) else ""
+                    ),
+                    checked=first and not unavailable,
+                )
+            )
+            first = first and bool(unavailable)
+        return _templates.get_template("spawn_form.html").render(
+            profiles=items, admin_contact=self.posehub_config["hub"]["admin_contact"]
+        )
+
+    def _options_form_default(self):
+        return self._render_options_form
+
+    def options_from_form(self, formdata):
+        slug = (formdata.get("profile") or [""])[0]
+        if not slug:
+            raise ProfileError(400, "Pick a profile to start.")
+        return self.validate_options({"profile": slug})
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def _owner_key(self) -> str:
+        return f"{self.user.name}/{self.name}"
+
+    def user_env(self, env):
+        env = super().user_env(env)
+        image = self.posehub_config.profile(self.profile_slug)["image"] if self.profile_slug else None
+        if image:
+            env["PATH"] = f"{environments.env_dir(image) / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
+            env["VIRTUAL_ENV"] = str(environments.env_dir(image))
+        env["POSEHUB_PROFILE"] = self.profile_slug
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
+        return env
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return lambda spawner, user_options: spawner.apply_profile(user_options)
+
+    def apply_profile(self, user_options: dict) -> None:
+        """Validate the requested profile and set the server's command and limits from it."""
+        options = self.validate_options(user_options or {})
+        profile = self.posehub_config.profile(options["profile"])
+        self.profile_slug = profile["slug"]
+        self.cmd = [str(environments.singleuser_command(profile["image"]))]
+        self.cpu_guarantee = float(profile["cpu"])
+        self.cpu_limit = float(profile["cpu"])
+        self.mem_limit = profiles.memory_bytes(profile["memory"])
+
+    def get_args(self):
+        args = super().get_args()
+        if os.geteuid() == 0:  # one-machine hubs often run as root; the server must be told it may
+            args.append("--ServerApp.allow_root=True")
+        return args
+
+    async def start(self):
+        if not self.profile_slug:  # spawns that bypassed apply_user_options (e.g. restarts)
+            self.apply_profile(self.user_options or {})
+        profile = self.posehub_config.profile(self.profile_slug)
+        self.gpu_indices = []
+        if profile["gpus"]:
+            try:
+                self.gpu_indices = gpu_pool(self.posehub_config).acquire(self._owner_key, profile["gpus"])
+            except gpus.NoFreeGpu as e:
+                raise ProfileError(409, str(e)) from None
+        if self.posehub_config["buckets"]["backend"] == "local":
+            layout = buckets.local_layout(self.posehub_config, self.user.name, self.user_groups())
+            buckets.link_local(Path(self.home_dir), layout)
+        try:
+            return await super().start()
+        except BaseException:
+            self._release_gpus()
+            raise
+
+    async def stop(self, now=False):
+        try:
+            await super().stop(now=now)
+        finally:
+            self._release_gpus()
+
+    def _release_gpus(self):
+        gpu_pool(self.posehub_config).release(self._owner_key)
+        self.gpu_indices = []
+
+    # ------------------------------------------------------------ state across hub restarts
+
+    def get_state(self):
+        state = super().get_state()
+        if self.profile_slug:
+            state["profile"] = self.profile_slug
+        if self.gpu_indices:
+            state["gpus"] = list(self.gpu_indices)
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.profile_slug = state.get("profile", "")
+        self.gpu_indices = list(state.get("gpus", []))
+        if self.gpu_indices and self.pid:
+            gpu_pool(self.posehub_config).restore(self._owner_key, self.gpu_indices)
+
+    def clear_state(self):
+        super().clear_state()
+        self.profile_slug = ""
+        self.gpu_indices = []

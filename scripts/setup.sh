@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs everything PoseHub needs into the repository, idempotently:
+#   .venv          the hub (JupyterHub, posehub package)       -- from pyproject.toml
+#   node_modules   configurable-http-proxy                       -- from package-lock.json
+#   .envs/base     the base image's environment                  -- from images/base/requirements.txt
+# A step whose inputs did not change since it last ran is skipped, so a second
+# `make up` starts in seconds. Usage: scripts/setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+STAMPS=$ROOT/.stamps
+mkdir -p "$STAMPS"
+WITH_TEST=0
+[ "${1:-}" = "--test" ] && WITH_TEST=1
+PY=${PYTHON:-python3}
+STEPS=3; [ $WITH_TEST = 1 ] && STEPS=5
+n=0
+step() { n=$((n + 1)); printf '\n\033[1m[%d/%d] %s\033[0m\n' "$n" "$STEPS" "$*"; }
+fingerprint() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
+fresh() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || { echo "error: '$1' is needed: $2" >&2; exit 1; }
+}
+need "$PY" "install Python 3.11 or newer"
+need node "install Node.js 20 (https://nodejs.org) -- the proxy runs on it"
+need npm "install npm (comes with Node.js)"
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python >= 3.11 needed, found $("$PY" -V)" >&2; exit 1; }
+
+step "hub environment (.venv)"
+fp=$(fingerprint pyproject.toml)$WITH_TEST
+if fresh venv "$fp" && [ -x .venv/bin/posehub ]; then
+  echo "up to date"
+else
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/python -m pip install --disable-pip-version-check -q -U pip
+  extra=""; [ $WITH_TEST = 1 ] && extra="[test]"
+  .venv/bin/python -m pip install --disable-pip-version-check --progress-bar on -e ".$extra"
+  echo "$fp" > "$STAMPS/venv"
+fi
+
+step "proxy (configurable-http-proxy from npm)"
+fp=$(fingerprint package.json package-lock.json)
+if fresh npm "$fp" && [ -x node_modules/.bin/configurable-http-proxy ]; then
+  echo "up to date"
+else
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$fp" > "$STAMPS/npm"
+fi
+
+step "environment of image 'base' (.envs/base)"
+.venv/bin/posehub env build base
+
+if [ $WITH_TEST = 1 ]; then
+  step "system packages for tests (chromium for browser tests)"
+  if command -v chromium >/dev/null 2>&1; then
+    echo "chromium present"
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "installed chromium"
+  else
+    echo "warning: chromium is missing and cannot be installed here (need root and apt-get); browser tests will fail" >&2
+  fi
+  step "test data"
+  if [ -d ../shared/data/openfield ]; then echo "open-field data found in ../shared/data/openfield"; else echo "note: ../shared/data/openfield not found"; fi
+fi
+printf '\n\033[1mSetup done.\033[0m\n'

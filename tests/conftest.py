@@ -1,0 +1,32 @@
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from hubfixture import Hub, base_config  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def hub_config(tmp_path):
+    """A config for a test hub: free ports, state in tmp_path. Tests may change it before `hub` starts."""
+    return base_config(tmp_path / "state")
+
+
+@pytest.fixture
+def hub(request, hub_config, tmp_path):
+    h = Hub(copy.deepcopy(hub_config), tmp_path).start()
+    yield h
+    h.stop()
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        print(f"\n----- hub log ({h.log_file}) -----\n{h.log()[-20000:]}")
