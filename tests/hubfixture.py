@@ -62,6 +62,8 @@ def base_config(state_dir: Path) -> dict:
              "price_per_hour": 0.4, "allowed_groups": ["staff"]},
         ],
         "auth": {"local": {"open_signup": False, "minimum_password_length": 8}},
+        "buckets": {"backend": "local", "shared": [{"name": "openfield-demo", "read_only": True}],
+                    "home": {"name": "posehub-home"}},
     }
 
 
@@ -170,3 +172,59 @@ class Hub:
     def api(self, method: str, path: str, **kw) -> requests.Response:
         headers = {"Authorization": f"token {self.api_token()}"}
         return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kw)
+
+
+# ---------------------------------------------------------------- helpers on top of Hub
+
+
+def spawn_form_xsrf(hub: Hub, s: requests.Session, path: str = "/hub/spawn") -> tuple[str, str]:
+    """GET the spawn page; returns (html, xsrf token from the form's action URL)."""
+    import html as htmllib
+
+    r = s.get(f"{hub.url}{path}", timeout=30)
+    r.raise_for_status()
+    r.encoding = "utf-8"  # the page declares it in <meta charset>, not in the header
+    m = re.search(r'action="([^"]+)"', r.text)
+    action = htmllib.unescape(m.group(1)) if m else ""
+    x = re.search(r"_xsrf=([^&]+)", action)
+    return r.text, (x.group(1) if x else s.cookies.get("_xsrf", ""))
+
+
+def offered_profiles(page_html: str) -> list[str]:
+    return re.findall(r'data-profile="([^"]+)"', page_html)
+
+
+def spawn_with_form(hub: Hub, s: requests.Session, profile: str) -> requests.Response:
+    _, xsrf = spawn_form_xsrf(hub, s)
+    r = s.post(f"{hub.url}/hub/spawn", data={"profile": profile, "_xsrf": xsrf}, timeout=60)
+    r.encoding = "utf-8"
+    return r
+
+
+def wait_ready(hub: Hub, user: str, timeout=120):
+    def ready():
+        server = hub.api("GET", f"/users/{user}").json()["servers"].get("")
+        return server and server["ready"]
+
+    wait_for(ready, timeout=timeout, what=f"{user}'s server to be ready")
+
+
+def server_processes(user: str) -> list[int]:
+    """PIDs of running single-user servers of a user (found through /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            env = (d / "environ").read_bytes().split(b"\0")
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"jupyterhub-singleuser" in cmd and f"JUPYTERHUB_USER={user}".encode() in env:
+            pids.append(int(d.name))
+    return pids
+
+
+def process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
