@@ -1,0 +1,40 @@
+"""Each image has one pinned list, used by its Dockerfile and by the local environment."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from posehub import environments
+from posehub.config import DEFAULT_CONFIG, load
+
+IMAGES = Path(__file__).resolve().parents[1] / "images"
+
+
+@pytest.mark.parametrize("image", sorted(p.name for p in IMAGES.iterdir() if p.is_dir()))
+def test_image_has_one_pinned_list_used_by_its_dockerfile(image):
+    req = IMAGES / image / "requirements.txt"
+    lines = [ln.strip() for ln in req.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines, f"{req} is empty"
+    unpinned = [ln for ln in lines if not re.match(r"^[A-Za-z0-9_.\-\[\]]+==[^=]+$", ln)]
+    assert unpinned == [], f"not pinned with ==: {unpinned}"
+    dockerfile = (IMAGES / image / "Dockerfile").read_text()
+    assert "COPY requirements.txt" in dockerfile and "-r /tmp/requirements.txt" in dockerfile
+    assert environments.requirements_file(image) == req
+
+
+def test_base_image_has_what_the_issue_names():
+    names = {ln.split("==")[0].lower() for ln in (IMAGES / "base" / "requirements.txt").read_text().splitlines()
+             if "==" in ln}
+    assert {"jupyterlab", "jupyterhub", "ipywidgets", "s3fs", "dask-gateway"} <= names
+
+
+def test_default_profiles_use_declared_images():
+    cfg = load(DEFAULT_CONFIG)
+    for p in cfg["profiles"]:
+        assert (IMAGES / p["image"] / "requirements.txt").exists(), p["slug"]
+
+
+def test_base_environment_is_built_and_matches_its_list():
+    # `make test` builds it (scripts/setup.sh); the stamp ties it to the current pinned list.
+    assert environments.is_built("base")
