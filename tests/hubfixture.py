@@ -209,8 +209,9 @@ def wait_ready(hub: Hub, user: str, timeout=120):
     wait_for(ready, timeout=timeout, what=f"{user}'s server to be ready")
 
 
-def server_processes(user: str) -> list[int]:
-    """PIDs of running single-user servers of a user (found through /proc)."""
+def server_processes(hub: Hub, user: str) -> list[int]:
+    """PIDs of this hub's running single-user servers of a user (found through /proc)."""
+    home = f"HOME={hub.state_dir / 'homes' / user}".encode()
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -220,7 +221,7 @@ def server_processes(user: str) -> list[int]:
             cmd = (d / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"jupyterhub-singleuser" in cmd and f"JUPYTERHUB_USER={user}".encode() in env:
+        if b"jupyterhub-singleuser" in cmd and f"JUPYTERHUB_USER={user}".encode() in env and home in env:
             pids.append(int(d.name))
     return pids
 

@@ -60,4 +60,4 @@ def test_login_pick_profile_reach_jupyterlab(hub):
         page.wait_for_selector(".jp-Launcher", timeout=120_000)
         assert "JupyterLab" in page.title()
         page.screenshot(path=str(DOCS / "jupyterlab.png"))
-        assert len(server_processes("sam")) == 1
+        assert len(server_processes(hub, "sam")) == 1

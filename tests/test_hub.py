@@ -56,7 +56,7 @@ def test_disallowed_profile_refused_by_form_and_api(hub):
     r = hub.api("POST", "/users/alice/server", json={"profile": "no-such"})
     assert r.status_code == 400 and "Unknown profile 'no-such'." in r.json()["message"]
     assert hub.api("GET", "/users/alice").json()["servers"] == {}
-    assert server_processes("alice") == []
+    assert server_processes(hub, "alice") == []
 
 
 def test_spawn_reaches_jupyterlab_with_profile_environment_and_buckets(hub, hub_config):
@@ -67,7 +67,7 @@ def test_spawn_reaches_jupyterlab_with_profile_environment_and_buckets(hub, hub_
     wait_ready(hub, "alice")
     lab = s.get(f"{hub.url}/user/alice/lab", timeout=30)
     assert lab.status_code == 200 and "JupyterLab" in lab.text
-    [pid] = server_processes("alice")
+    [pid] = server_processes(hub, "alice")
     env = process_env(pid)
     home = hub.state_dir / "homes" / "alice"
     assert env["HOME"] == str(home)
@@ -78,7 +78,7 @@ def test_spawn_reaches_jupyterlab_with_profile_environment_and_buckets(hub, hub_
     assert (home / "buckets" / "openfield-demo").is_dir()
     # Ctrl-C (SIGINT) stops the hub, the proxy and every server it started.
     hub.stop()
-    wait_for(lambda: server_processes("alice") == [], timeout=30, what="alice's server to stop")
+    wait_for(lambda: server_processes(hub, "alice") == [], timeout=30, what="alice's server to stop")
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_unbuilt_environment_is_explained(unbuilt_config, tmp_path):
         r = spawn_with_form(hub, s, "pose")
         assert r.status_code == 409
         assert "Build it on the hub machine with: make env IMAGE=pose" in r.text
-        assert server_processes("alice") == []
+        assert server_processes(hub, "alice") == []
     finally:
         hub.stop()
 
@@ -125,7 +125,7 @@ def test_gpus_are_exclusive(gpu_config, tmp_path):
         alice, bob = hub.session("alice", "correct-horse-9"), hub.session("bob", "correct-horse-9")
         spawn_with_form(hub, alice, "gpu")
         wait_ready(hub, "alice")
-        [pid] = server_processes("alice")
+        [pid] = server_processes(hub, "alice")
         assert process_env(pid)["CUDA_VISIBLE_DEVICES"] == "0"
 
         page, _ = spawn_form_xsrf(hub, bob)
@@ -134,13 +134,13 @@ def test_gpus_are_exclusive(gpu_config, tmp_path):
         assert message in page
         r = spawn_with_form(hub, bob, "gpu")
         assert r.status_code == 409 and message in r.text
-        assert server_processes("bob") == []
+        assert server_processes(hub, "bob") == []
 
         assert hub.api("DELETE", "/users/alice/server").status_code in (202, 204)
         wait_for(lambda: not hub.api("GET", "/users/alice").json()["servers"], what="alice's server to stop")
         spawn_with_form(hub, bob, "gpu")
         wait_ready(hub, "bob")
-        [pid] = server_processes("bob")
+        [pid] = server_processes(hub, "bob")
         assert process_env(pid)["CUDA_VISIBLE_DEVICES"] == "0"
     finally:
         hub.stop()

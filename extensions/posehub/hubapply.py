@@ -7,9 +7,12 @@ the Kubernetes deployment reads the same config model elsewhere.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import REPO_ROOT, PoseHubConfig
 
 PROXY_BIN = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+TEMPLATES = Path(__file__).parent / "templates" / "hub"
 
 
 def apply_hub(c, cfg: PoseHubConfig):
@@ -22,6 +25,7 @@ def apply_hub(c, cfg: PoseHubConfig):
     c.JupyterHub.db_url = hub["db_url"] or f"sqlite:///{state / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
     c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
 
 
 def apply_proxy(c, cfg: PoseHubConfig):
