@@ -64,6 +64,7 @@ def base_config(state_dir: Path) -> dict:
         "auth": {"local": {"open_signup": False, "minimum_password_length": 8}},
         "buckets": {"backend": "local", "shared": [{"name": "openfield-demo", "read_only": True}],
                     "home": {"name": "posehub-home"}},
+        "costs": {"port": free_port()},
     }
 
 

@@ -7,6 +7,7 @@ the Kubernetes deployment reads the same config model elsewhere.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .config import REPO_ROOT, PoseHubConfig
@@ -51,7 +52,10 @@ def apply_auth(c, cfg: PoseHubConfig):
 
 def apply_groups(c, cfg: PoseHubConfig):
     """``groups.<name>.users`` -> JupyterHub groups, made at every start."""
-    c.JupyterHub.load_groups = {name: {"users": list(g["users"])} for name, g in cfg["groups"].items()}
+    groups = {name: {"users": list(g["users"])} for name, g in cfg["groups"].items()}
+    for name in cfg["costs"]["admin_groups"]:  # roles may only name groups that exist
+        groups.setdefault(name, {"users": []})
+    c.JupyterHub.load_groups = groups
 
 
 def apply_spawner(c, cfg: PoseHubConfig):
@@ -64,6 +68,57 @@ def apply_spawner(c, cfg: PoseHubConfig):
     c.Spawner.http_timeout = 120
 
 
+COST_SERVICE = "cost"
+COST_ADMIN_SCOPE = "custom:posehub-costs:admin"
+
+
+def budget_banner(cfg: PoseHubConfig):
+    """A template variable for the hub's pages: the signed-in user's budget status (or None)."""
+
+    def banner(user):
+        if user is None:
+            return None
+        from .costs import gate_for
+
+        try:
+            return gate_for(cfg).status(user.name, sorted(g.name for g in user.groups))
+        except Exception:  # noqa: BLE001 - a page must not fail because the ledger is unreachable
+            import logging
+
+            logging.getLogger("JupyterHub").exception("budget status of %s unavailable", user.name)
+            return None
+
+    return banner
+
+
+def apply_costs(c, cfg: PoseHubConfig):
+    """``costs.*`` -> the cost reporter service, its role, the cost admin scope, the budget banner."""
+    costs = cfg["costs"]
+    c.JupyterHub.services = [{
+        "name": COST_SERVICE,
+        "url": f"http://127.0.0.1:{costs['port']}",
+        "command": [sys.executable, "-m", "cost_reports.service"],
+        "environment": {"POSEHUB_CONFIG": str(cfg.path)},
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": ["read:users!user", COST_ADMIN_SCOPE],
+        "display": True,
+        "info": {"description": "Your spend and budget"},
+    }]
+    c.JupyterHub.custom_scopes = {
+        COST_ADMIN_SCOPE: {"description": "See everyone's spend and change budgets in PoseHub's cost reporter."},
+    }
+    c.JupyterHub.load_roles = [
+        {"name": "posehub-cost-service", "services": [COST_SERVICE],
+         "scopes": ["list:users", "read:users", "read:servers", "servers", "read:groups"]},
+        {"name": "posehub-cost-admins", "scopes": [COST_ADMIN_SCOPE],
+         "users": list(cfg.admins), "groups": list(costs["admin_groups"])},
+        {"name": "user", "scopes": ["self", f"access:services!service={COST_SERVICE}"]},
+        {"name": "server", "scopes": ["users:activity!user", "access:servers!server",
+                                      f"access:services!service={COST_SERVICE}"]},
+    ]
+    c.JupyterHub.template_vars = {"posehub_budget": budget_banner(cfg), "posehub_cost_url": "/services/cost/"}
+
+
 def apply_all(c, cfg: PoseHubConfig):
-    for apply in (apply_hub, apply_proxy, apply_auth, apply_groups, apply_spawner):
+    for apply in (apply_hub, apply_proxy, apply_auth, apply_groups, apply_spawner, apply_costs):
         apply(c, cfg)

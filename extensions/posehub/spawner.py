@@ -8,7 +8,9 @@ exclusive GPU indices from a :class:`posehub.gpus.GpuPool` shared by the hub.
 
 from __future__ import annotations
 
+import asyncio
 import os
+from datetime import timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
 from traitlets import List, Unicode, default
 
-from . import buckets, environments, gpus, profiles
+from cost_reports.reservations import BudgetExceeded
+
+from . import buckets, costs, environments, gpus, profiles
 from .config import PoseHubConfig, load
 
 _templates = Environment(
@@ -59,6 +63,7 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
     config_file = Unicode("", config=True, help="posehub.yaml to read (default: $POSEHUB_CONFIG or the embedded one).")
     gpu_indices = List(help="GPU indices held by this server.")
     profile_slug = Unicode("", help="Slug of the running profile.")
+    _loaded_running = False  # state was loaded from the hub database with a process id (hub restart)
 
     # ------------------------------------------------------------ policy
 
@@ -111,11 +116,21 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
 
     # ------------------------------------------------------------ form
 
+    @property
+    def cost_gate(self) -> costs.CostGate:
+        return costs.gate_for(self.posehub_config)
+
+    def budget_refusal(self, profile: dict, left=None) -> str:
+        """Why the budget does not allow ``profile`` now ('' when it does)."""
+        check = self.cost_gate.precheck(self.user.name, self.user_groups(), profile, left)
+        return check.message
+
     def _render_options_form(self, spawner=None) -> str:
         items = []
         first = True
+        left = self.cost_gate.remaining(self.user.name, self.user_groups())
         for p in self.offered_profiles():
-            unavailable = self.unavailable_reason(p)
+            unavailable = self.unavailable_reason(p) or self.budget_refusal(p, left)
             items.append(
                 dict(
                     p,
@@ -129,7 +144,16 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             )
             first = first and bool(unavailable)
         return _templates.get_template("spawn_form.html").render(
-            profiles=items, admin_contact=self.posehub_config["hub"]["admin_contact"]
+            profiles=items,
+            admin_contact=self.posehub_config["hub"]["admin_contact"],
+            budget=dict(
+                period=left.period.label,
+                total=costs.money(left.budget.total),
+                spent=costs.money(left.spent),
+                remaining=costs.money(max(left.remaining, 0)),
+                exhausted=left.remaining <= 0,
+            ),
+            cost_url="/services/cost/",
         )
 
     def _options_form_default(self):
@@ -139,7 +163,11 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         slug = (formdata.get("profile") or [""])[0]
         if not slug:
             raise ProfileError(400, "Pick a profile to start.")
-        return self.validate_options({"profile": slug})
+        options = self.validate_options({"profile": slug})
+        refusal = self.budget_refusal(self.posehub_config.profile(options["profile"]))
+        if refusal:  # shown on the form again, nothing started
+            raise ProfileError(403, refusal)
+        return options
 
     # ------------------------------------------------------------ lifecycle
 
@@ -187,20 +215,50 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
                 self.gpu_indices = gpu_pool(self.posehub_config).acquire(self._owner_key, profile["gpus"])
             except gpus.NoFreeGpu as e:
                 raise ProfileError(409, str(e)) from None
-        if self.posehub_config["buckets"]["backend"] == "local":
-            layout = buckets.local_layout(self.posehub_config, self.user.name, self.user_groups())
-            buckets.link_local(Path(self.home_dir), layout)
+        gate = self.cost_gate
         try:
-            return await super().start()
+            reservation = await asyncio.to_thread(
+                gate.reserve, self.user.name, self.user_groups(), profile,
+                timedelta(seconds=self.start_timeout + 60),
+            )
+        except BudgetExceeded as e:
+            self._release_gpus()
+            raise ProfileError(403, e.message) from None
+        try:
+            if self.posehub_config["buckets"]["backend"] == "local":
+                layout = buckets.local_layout(self.posehub_config, self.user.name, self.user_groups())
+                buckets.link_local(Path(self.home_dir), layout)
+            url = await super().start()
         except BaseException:
             self._release_gpus()
+            await asyncio.to_thread(gate.release, reservation)
             raise
+        await asyncio.to_thread(gate.started, self.user.name, self.name, profile, reservation)
+        return url
 
     async def stop(self, now=False):
+        end, note = None, None
+        if self._loaded_running and await self.poll() is not None:
+            # found dead after a hub restart: the hub's last record of it is its last activity
+            last = self.orm_spawner.last_activity if self.orm_spawner is not None else None
+            if last is not None:
+                end = last.replace(tzinfo=last.tzinfo or timezone.utc)
+                note = "server found stopped after a hub restart; closed at its last activity"
         try:
             await super().stop(now=now)
         finally:
             self._release_gpus()
+            self._loaded_running = False
+            await asyncio.to_thread(self._close_span, end, note)
+
+    def _close_span(self, end, note):
+        from datetime import datetime
+
+        now = datetime.now(timezone.utc)
+        try:
+            self.cost_gate.stopped(self.user.name, self.name, end=min(end, now) if end else None, note=note)
+        except ValueError:  # the last activity predates the span: close it now
+            self.cost_gate.stopped(self.user.name, self.name, note=note)
 
     def _release_gpus(self):
         gpu_pool(self.posehub_config).release(self._owner_key)
@@ -220,6 +278,7 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         super().load_state(state)
         self.profile_slug = state.get("profile", "")
         self.gpu_indices = list(state.get("gpus", []))
+        self._loaded_running = bool(self.pid)
         if self.gpu_indices and self.pid:
             gpu_pool(self.posehub_config).restore(self._owner_key, self.gpu_indices)
 
