@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from .budgets import BudgetPolicy, EffectiveBudget, Extension, Overrides, effective_budget, validate_budget, validate_scope
@@ -52,20 +52,28 @@ def _need(value: str, what: str) -> str:
     return value.strip()
 
 
+_OV = BudgetOverride.__table__.c
+_EXT = BudgetExtension.__table__.c
+_ALL_OVERRIDES = select(_OV.scope, _OV.name, _OV.amount)
+_OVERRIDES_OF = _ALL_OVERRIDES.where(or_(
+    and_(_OV.scope == "user", _OV.name == bindparam("user")),
+    and_(_OV.scope == "group", _OV.name.in_(bindparam("groups", expanding=True)))))
+_EXTENSIONS_OF = select(*BudgetExtension.__table__.c).where(_EXT.user == bindparam("user")).order_by(_EXT.id)
+
+
 def overrides_in(session: Session, user: str | None = None, groups: Iterable[str] = ()) -> Overrides:
     """Run-time budgets: all of them, or with ``user`` only those of that user and of ``groups``."""
-    q = select(BudgetOverride)
-    if user is not None:
-        q = q.where(or_(and_(BudgetOverride.scope == "user", BudgetOverride.name == user),
-                        and_(BudgetOverride.scope == "group", BudgetOverride.name.in_(sorted(set(groups))))))
-    rows = session.scalars(q).all()
+    if user is None:
+        rows = session.execute(_ALL_OVERRIDES).all()
+    else:
+        rows = session.execute(_OVERRIDES_OF, {"user": user, "groups": sorted(set(groups))}).all()
     return Overrides(users={r.name: r.amount for r in rows if r.scope == "user"},
                      groups={r.name: r.amount for r in rows if r.scope == "group"})
 
 
 def extensions_in(session: Session, user: str) -> list[Extension]:
-    q = select(BudgetExtension).where(BudgetExtension.user == user).order_by(BudgetExtension.id)
-    return [_extension(r) for r in session.scalars(q)]
+    """All extensions of ``user``, oldest first."""
+    return [_extension(r) for r in session.execute(_EXTENSIONS_OF, {"user": user})]
 
 
 def budget_in(session: Session, policy: BudgetPolicy, user: str, groups: Iterable[str], when: datetime) -> EffectiveBudget:

@@ -107,8 +107,10 @@ class Span(Base):
         Index("ix_cost_spans_open", "user", "kind", "resource_id", "end"),
         # spend of one user in a period (see ledger.spend_in): spans starting in it ...
         Index("ix_cost_spans_user_start", "user", "start", "end", "cost"),
-        # ... and those still open or ending after it began
+        # ... and those still open or ending after it began; the same for all users (admin report)
         Index("ix_cost_spans_user_end", "user", "end", "start"),
+        Index("ix_cost_spans_start", "start", "end"),
+        Index("ix_cost_spans_end", "end", "start"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -116,8 +118,8 @@ class Span(Base):
     kind: Mapped[str] = mapped_column(String(32))
     profile: Mapped[str] = mapped_column(String(255), default="")
     resource_id: Mapped[str] = mapped_column(String(255), default="")
-    start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    end: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rate: Mapped[Decimal] = mapped_column(Money)
     unit: Mapped[str] = mapped_column(String(16))
     quantity: Mapped[Decimal] = mapped_column(Money, default=Decimal(1))
@@ -129,9 +131,10 @@ class Reservation(Base):
     """Money set aside for a spawn until it is settled (span opened) or released."""
 
     __tablename__ = "cost_reservations"
+    __table_args__ = (Index("ix_cost_reservations_held", "user", "state", "expires_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    user: Mapped[str] = mapped_column(String(255), index=True)
+    user: Mapped[str] = mapped_column(String(255))
     amount: Mapped[Decimal] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

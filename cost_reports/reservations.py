@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from .budget_store import BudgetStore, budget_in
@@ -85,10 +85,13 @@ def _record(r: Reservation) -> ReservationRecord:
     return ReservationRecord(r.id, r.user, r.amount, r.created_at, r.expires_at, r.state, r.span_id, r.closed_at)
 
 
+_R = Reservation.__table__.c
+_HELD = select(_R.amount).where(_R.user == bindparam("user"), _R.state == ACTIVE, _R.expires_at > bindparam("now"))
+
+
 def reserved_in(session: Session, user: str, now: datetime) -> Decimal:
     """Money held by ``user``'s active, unexpired reservations."""
-    q = select(Reservation).where(Reservation.user == user, Reservation.state == ACTIVE, Reservation.expires_at > now)
-    return sum((r.amount for r in session.scalars(q)), Decimal(0))
+    return sum(session.scalars(_HELD, {"user": user, "now": now}), Decimal(0))
 
 
 def _ttl(ttl) -> timedelta:

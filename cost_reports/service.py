@@ -42,7 +42,7 @@ TEMPLATES = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "tem
 class Directory:
     """Users and groups as the hub knows them, refreshed at most every ``ttl`` seconds."""
 
-    def __init__(self, hub: HubClient, ttl: float = 10.0):
+    def __init__(self, hub: HubClient, ttl: float = 2.0):
         self.hub, self.ttl = hub, ttl
         self.users: dict[str, HubUser] = {}
         self.at = 0.0

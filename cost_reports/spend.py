@@ -9,10 +9,10 @@ A period's spend is split in two disjoint parts:
 
 The result equals :func:`cost_reports.spans.spend_of` over the spans of
 :func:`cost_reports.ledger.spans_in`, to the millionth of a dollar, without
-loading every span. One user's spend reads two index ranges of that user's
-spans of the period (``ix_cost_spans_user_start`` / ``ix_cost_spans_user_end``),
-whatever the length of the ledger's history. Statements are built once (Core,
-bound parameters) so a check spends its time in the database, not in building SQL.
+loading every span: one user's spend reads index ranges of that user's spans
+(``ix_cost_spans_user_start`` / ``ix_cost_spans_user_end``, see
+:func:`_statements`). Statements are built once (Core, bound parameters), so a
+budget check spends its time in the database, not in building SQL.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from collections import defaultdict
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import and_, bindparam, or_, select, union_all
+from sqlalchemy import and_, bindparam, select, union_all
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.orm import Session
 
 from .models import Span, money_sum, money_total
@@ -31,51 +33,65 @@ from .periods import Period
 _T = Span.__table__
 _C = _T.c
 _EDGE_COLUMNS = (_C.user, _C.start, _C.end, _C.rate, _C.unit, _C.quantity)
-_BY_START, _BY_END = "ix_cost_spans_user_start", "ix_cost_spans_user_end"
 
 
-def _inside(ps, pe):
-    """Closed spans wholly inside ``[ps, pe)``: their recorded cost counts as it is."""
-    return and_(_C.start >= ps, _C.end.is_not(None), _C.end <= pe)
+def _plain(column, dialect: str):
+    """``column`` in a term SQLite must not use an index for (unary "+", a no-op on any value); as is elsewhere."""
+    if dialect != "sqlite":
+        return column
+    return UnaryExpression(column, operator=operators.custom_op("+"), type_=column.type)
 
 
-def _open(pe):
-    return and_(_C.end.is_(None), _C.start < pe)
+def _inside(ps, pe, dialect: str = ""):
+    """Closed spans wholly inside ``[ps, pe)``: their recorded cost counts as it is.
+
+    ``start < pe`` follows from ``end <= pe``; it bounds the range read from ``ix_cost_spans_user_start``.
+    """
+    end = _plain(_C.end, dialect)
+    return and_(_C.start >= ps, _C.start < pe, end.is_not(None), end <= pe)
 
 
-def _across_start(ps):
-    return and_(_C.end > ps, _C.start < ps)
+def _open(pe, dialect: str = ""):
+    return and_(_C.end.is_(None), _plain(_C.start, dialect) < pe)
 
 
-def _across_end(ps, pe):
-    return and_(_C.start >= ps, _C.start < pe, _C.end > pe)
+def _across_start(ps, dialect: str = ""):
+    return and_(_C.end > ps, _plain(_C.start, dialect) < ps)
 
 
-def _hinted(index: str):
-    """A select of the edge columns of one user's spans that SQLite reads through ``index``."""
-    return select(*_EDGE_COLUMNS).with_hint(_T, f"INDEXED BY {index}", "sqlite").where(_C.user == bindparam("user"))
+def _across_end(ps, pe, dialect: str = ""):
+    return and_(_C.start >= ps, _C.start < pe, _plain(_C.end, dialect) > pe)
 
 
 _cache: dict[str, tuple] = {}
 
 
 def _statements(dialect: str) -> tuple:
-    """(inside sum of one user, edge rows of one user, inside sums by user) for ``dialect``, built once."""
+    """(inside sum of one user, edge rows of one user, inside sums by user, edge rows of all) for ``dialect``.
+
+    Built once per dialect, with bound parameters ``user``, ``ps`` and ``pe``.
+    On SQLite the terms are written so that each part reads one index range
+    (unary "+" keeps the planner off the other column): inside sums and spans
+    crossing the period's end through the start indexes (the spans that began
+    in the period), open spans and spans crossing its start through the end
+    indexes (the spans that ended after the period began: for the current
+    period, its own spans and the open ones).
+    """
     if dialect not in _cache:
-        ps, pe = bindparam("ps", type_=_C.start.type), bindparam("pe", type_=_C.start.type)
-        inside_one = (select(money_sum(_C.cost, dialect)).with_hint(_T, f"INDEXED BY {_BY_START}", "sqlite")
-                      .where(_C.user == bindparam("user"), _inside(ps, pe)))
-        edges_one = union_all(_hinted(_BY_END).where(_open(pe)), _hinted(_BY_END).where(_across_start(ps)),
-                              _hinted(_BY_START).where(_across_end(ps, pe)))
-        inside_all = select(_C.user, money_sum(_C.cost, dialect)).where(_inside(ps, pe)).group_by(_C.user)
-        _cache[dialect] = (inside_one, edges_one, inside_all)
+        ps, pe, user = bindparam("ps", type_=_C.start.type), bindparam("pe", type_=_C.start.type), bindparam("user")
+        edge = select(*_EDGE_COLUMNS)
+
+        def edges(q):
+            return union_all(q.where(_open(pe, dialect)), q.where(_across_start(ps, dialect)),
+                             q.where(_across_end(ps, pe, dialect)))
+
+        _cache[dialect] = (
+            select(money_sum(_C.cost, dialect)).where(_C.user == user, _inside(ps, pe, dialect)),
+            edges(edge.where(_C.user == user)),
+            select(_C.user, money_sum(_C.cost, dialect)).where(_inside(ps, pe, dialect)).group_by(_C.user),
+            edges(edge),
+        )
     return _cache[dialect]
-
-
-def _edges_all(period: Period):
-    """Edge rows of every user: open, or crossing a boundary of ``period`` (disjoint from the inside ones)."""
-    ps, pe = period.start, period.end
-    return select(*_EDGE_COLUMNS).where(or_(_open(pe), _across_start(ps), _across_end(ps, pe)))
 
 
 def _clip(rows, period: Period, now: datetime) -> dict[str, Decimal]:
@@ -89,7 +105,7 @@ def _clip(rows, period: Period, now: datetime) -> dict[str, Decimal]:
 def spend_in(session: Session, user: str, period: Period, now: datetime) -> Decimal:
     """Spend of ``user`` in ``period`` (6 decimals): closed spans, plus open ones accrued to ``now``, clipped."""
     dialect = session.get_bind().dialect.name
-    inside_one, edges_one, _ = _statements(dialect)
+    inside_one, edges_one, _, _ = _statements(dialect)
     params = {"user": user, "ps": period.start, "pe": period.end}
     inside = money_total(session.execute(inside_one, params).scalar(), dialect)
     return stored(inside + _clip(session.execute(edges_one, params), period, now).get(user, Decimal(0)))
@@ -98,10 +114,10 @@ def spend_in(session: Session, user: str, period: Period, now: datetime) -> Deci
 def unrounded_by_user_in(session: Session, period: Period, now: datetime) -> dict[str, Decimal]:
     """Spend in ``period`` of every user with a span overlapping it, unrounded (inside sums are exact)."""
     dialect = session.get_bind().dialect.name
-    _, _, inside_all = _statements(dialect)
-    rows = session.execute(inside_all, {"ps": period.start, "pe": period.end})
-    out = {u: money_total(v, dialect) for u, v in rows}
-    for u, extra in _clip(session.execute(_edges_all(period)), period, now).items():
+    _, _, inside_all, edges_all = _statements(dialect)
+    params = {"ps": period.start, "pe": period.end}
+    out = {u: money_total(v, dialect) for u, v in session.execute(inside_all, params)}
+    for u, extra in _clip(session.execute(edges_all, params), period, now).items():
         out[u] = out.get(u, Decimal(0)) + extra
     return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,38 @@ def load(path: str | os.PathLike | None = None) -> PoseHubConfig:
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{p}: (top level): expected a mapping, got {_describe_value(raw)}")
     return validate(raw, p)
+
+
+_SLUG_LINE = re.compile(r"^(\s*)-\s+slug:\s*['\"]?([a-z0-9-]+)['\"]?\s*$")
+_PRICE_LINE = re.compile(r"^(\s*price_per_hour:\s*)([^#\s]+)(.*)$")
+
+
+def set_prices_text(text: str, prices: dict) -> str:
+    """``text`` of a posehub.yaml with ``price_per_hour`` of the profiles in ``prices`` replaced,
+    comments and layout kept (pure). Raises ConfigError when a profile has no price line."""
+    lines = text.splitlines(keepends=True)
+    current, done = None, set()
+    for i, line in enumerate(lines):
+        m = _SLUG_LINE.match(line.rstrip("\n"))
+        if m:
+            current = m.group(2)
+            continue
+        p = _PRICE_LINE.match(line.rstrip("\n"))
+        if p and current in prices and current not in done:
+            end = "\n" if line.endswith("\n") else ""
+            lines[i] = f"{p.group(1)}{prices[current]}{p.group(3)}{end}"
+            done.add(current)
+    missing = sorted(set(prices) - done)
+    if missing:
+        raise ConfigError(f"cannot find 'price_per_hour' of profile '{missing[0]}' to update")
+    return "".join(lines)
+
+
+def write_prices(path: Path, prices: dict) -> None:
+    """Update profile prices in the config file; the result is validated before it replaces the file."""
+    path = Path(path)
+    new = set_prices_text(path.read_text(), prices)
+    validate(yaml.safe_load(new), path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(new)
+    os.replace(tmp, path)

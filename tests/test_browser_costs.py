@@ -1,0 +1,89 @@
+"""Costs in a real browser: the refusal on the spawn page, a user's cost page, an admin editing a budget."""
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from browser import browser, login
+from test_cost_service import ledger, make_user, wait_cost_service
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+@pytest.fixture
+def hub_config(hub_config):
+    hub_config["budgets"] = {"users": {"alice": 0.05}}  # less than an hour of cpu-small ($0.10/h)
+    return hub_config
+
+
+def test_refusal_cost_page_and_admin_budget_edit(hub):
+    make_user(hub, "alice")
+    make_user(hub, "bob")
+    wait_cost_service(hub)
+    DOCS.mkdir(exist_ok=True)
+    with browser() as b:
+        # alice's spawn page: the budget and why she cannot start, as a normal page
+        page = b.new_page(viewport={"width": 1100, "height": 800})
+        login(page, hub.url, "alice", "correct-horse-9")
+        assert page.url.endswith("/hub/spawn")
+        assert page.locator("#posehub-budget").inner_text().startswith("Budget for ")
+        assert "$0.05 left of $0.05" in page.locator("#posehub-budget").inner_text()
+        assert page.locator("#profile-cpu-small").is_disabled()
+        reason = page.locator("[data-profile=cpu-small] .posehub-unavailable").inner_text()
+        assert reason.startswith("Not enough budget to start 'Small CPU': it needs $0.10 for a first block of 1 h")
+        page.screenshot(path=str(DOCS / "cost-refusal.png"), full_page=True)
+
+        # her cost page, reached through the hub's OAuth
+        page.goto(f"{hub.url}/services/cost/")
+        page.wait_for_selector("#user-report")
+        assert page.locator("h1").inner_text().startswith("Costs of alice in ")
+        assert page.locator("#admin-link").count() == 0
+        assert page.locator("#user-plot").evaluate("img => img.complete && img.naturalWidth > 0")
+        page.screenshot(path=str(DOCS / "cost-user.png"), full_page=True)
+        page.goto(f"{hub.url}/services/cost/admin")
+        assert "Only admins" in page.locator("#error-message").inner_text()
+        page.close()
+
+        # the admin raises alice's budget in the admin page; a bad value first changes nothing
+        page = b.new_page(viewport={"width": 1300, "height": 900})
+        login(page, hub.url, "admin", hub.admin_password)
+        page.goto(f"{hub.url}/services/cost/admin")
+        row = page.locator("tr[data-user=alice]")
+        row.locator("input[name=amount]").fill("-3")
+        row.locator("button[value=set]").click()
+        page.wait_for_selector("#form-error")
+        assert page.locator("#form-error").inner_text() == (
+            "Nothing was changed: budget of user 'alice' must be a number >= 0, got '-3'")
+        row = page.locator("tr[data-user=alice]")
+        assert row.locator("td").nth(2).inner_text() == "0.05"
+        row.locator("input[name=amount]").fill("25")
+        row.locator("input[name=reason]").fill("thesis chapter")
+        row.locator("button[value=set]").click()
+        page.wait_for_selector("#form-saved")
+        row = page.locator("tr[data-user=alice]")
+        assert row.locator("td").nth(2).inner_text() == "25.00"
+        audit = page.locator("#audit-table tbody tr").first.inner_text()
+        assert "admin" in audit and "user alice" in audit and "0.05" in audit and "25.00" in audit
+        assert "thesis chapter" in audit
+        # sortable: click "user" twice -> descending by name
+        page.click("#admin-table th:has-text('user')")
+        page.click("#admin-table th:has-text('user')")
+        names = page.locator("#admin-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.user)")
+        assert names == sorted(names, reverse=True)
+        assert page.locator("#admin-plot").evaluate("img => img.complete && img.naturalWidth > 0")
+        page.screenshot(path=str(DOCS / "cost-admin.png"), full_page=True)
+        csv = requests.get(page.locator("#csv-link").get_attribute("href").replace("/services", f"{hub.url}/services"),
+                           cookies={c["name"]: c["value"] for c in page.context.cookies()}, timeout=30)
+        assert csv.text.startswith("user,spent,budget,remaining,percent_used,forecast")
+        page.close()
+
+        # alice may start now
+        page = b.new_page(viewport={"width": 1100, "height": 800})
+        login(page, hub.url, "alice", "correct-horse-9")
+        assert not page.locator("#profile-cpu-small").is_disabled()
+        page.check("#profile-cpu-small")
+        page.click("button[type=submit]")
+        page.wait_for_url("**/user/alice/lab**", timeout=120_000)
+        assert [s.profile for s in ledger(hub).open_spans("alice", "server")] == ["cpu-small"]

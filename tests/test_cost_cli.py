@@ -1,0 +1,127 @@
+"""`posehub cost report|estimate` and `posehub prices refresh`, run as the real command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+import yaml
+
+from cost_reports.db import CostDB
+from cost_reports.ledger import Ledger
+from hubfixture import POSEHUB, base_config, free_port
+from posehub.config import ConfigError, set_prices_text
+
+UTC = timezone.utc
+
+
+def run(*args, env=None):
+    import os
+
+    return subprocess.run([str(POSEHUB), *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    cfg = base_config(tmp_path / "state")
+    cfg["budgets"] = {"users": {"alice": 50}}
+    cfg["groups"] = {"staff": {"users": ["sam"]}}
+    cfg["profiles"][0]["aws_instance_type"] = "t3.medium"
+    path = tmp_path / "posehub.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    (tmp_path / "state").mkdir()
+    return path
+
+
+def fill_ledger(config_file):
+    state = yaml.safe_load(config_file.read_text())["hub"]["state_dir"]
+    db = CostDB(f"sqlite:///{state}/costs.sqlite")
+    db.create_all()
+    ledger = Ledger(db)
+    t = lambda d, h, m=0: datetime(2026, 10, d, h, m, tzinfo=UTC)  # noqa: E731
+    # alice: 10 h of cpu-small ($0.10/h) = $1.00, and 2.5 h of cpu-staff ($0.40/h) = $1.00
+    s = ledger.open_span("alice", "server", "", "0.1", profile="cpu-small", start=t(5, 8))
+    ledger.close_span(s.id, t(5, 18))
+    s = ledger.open_span("alice", "server", "", "0.4", profile="cpu-staff", start=t(6, 9))
+    ledger.close_span(s.id, t(6, 11, 30))
+    # sam: 31 h at $1.21 = $37.51, crossing into November: only Oct 31 17:00 -> Nov 1 00:00 (7 h = $8.47) counts
+    s = ledger.open_span("sam", "server", "", "1.21", profile="gpu", start=t(31, 17))
+    ledger.close_span(s.id, datetime(2026, 11, 2, 0, 0, tzinfo=UTC))
+
+
+def test_cost_report_csv_json_html(config_file):
+    fill_ledger(config_file)
+    r = run("cost", "report", "--period", "2026-10", "--format", "csv", "--config", str(config_file))
+    assert r.returncode == 0, r.stderr
+    # sorted by percent used: sam 8.47/300 = 2.8 %, alice 2.00/50 = 4.0 %, admin 0 %
+    assert r.stdout.splitlines() == [
+        "user,spent,budget,remaining,percent_used,forecast",
+        "alice,2.00,50.00,48.00,4.0,2.00",
+        "sam,8.47,300.00,291.53,2.8,8.47",
+        "admin,0.00,300.00,300.00,0.0,0.00",
+    ]
+    r = run("cost", "report", "--period", "2026-10", "--format", "json", "--config", str(config_file))
+    data = json.loads(r.stdout)
+    assert data["total_spent"] == "10.47" and data["period"] == "2026-10"
+    r = run("cost", "report", "--period", "2026-10", "--format", "html", "--config", str(config_file))
+    assert "<table class=\"cost-admin\" data-period=\"2026-10\">" in r.stdout and "<td class=\"user\">sam</td>" in r.stdout
+    r = run("cost", "report", "--period", "2026-10", "--user", "alice", "--format", "json", "--config", str(config_file))
+    mine = json.loads(r.stdout)
+    assert mine["by_profile"] == {"cpu-small": "1.00", "cpu-staff": "1.00"}
+    assert mine["by_day"]["2026-10-05"] == "1.00" and mine["by_day"]["2026-10-06"] == "1.00"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--period", "2026-13"], "error: unknown period '2026-13': month 13 is not 01..12"),
+    (["--period", "2026-W47"], "error: period '2026-W47' is weekly, but budgets here are monthly"),
+])
+def test_cost_report_bad_period(config_file, args, message):
+    fill_ledger(config_file)
+    r = run("cost", "report", *args, "--config", str(config_file))
+    assert r.returncode == 2 and r.stderr.strip() == message and r.stdout == ""
+
+
+def test_cost_report_without_a_ledger(config_file):
+    r = run("cost", "report", "--config", str(config_file))
+    assert r.returncode == 2 and "the hub has not run with this config yet" in r.stderr
+
+
+def test_cost_estimate(config_file):
+    r = run("cost", "estimate", "--users", "10", "--hours-weekday", "8", "--hours-weekend", "2",
+            "--profile", "cpu-staff", "--month", "2026-12", "--config", str(config_file))
+    assert r.returncode == 0, r.stderr
+    # December 2026: 23 weekdays, 8 weekend days: 23 x 8 + 8 x 2 = 200 h x $0.40 = $80.00 per user
+    assert r.stdout.splitlines() == [
+        "2026-12: 23 weekdays x 8.0 h + 8 weekend days x 2.0 h = 200 h per user on 'cpu-staff' at $0.4/h",
+        "per user: $80.00 per month",
+        "10 users: $800.00 per month",
+    ]
+    r = run("cost", "estimate", "--users", "3", "--hours-weekday", "25", "--profile", "cpu-staff",
+            "--config", str(config_file))
+    assert r.returncode == 2 and r.stderr.strip() == "error: hours per weekday must be at most 24, got 25.0"
+    r = run("cost", "estimate", "--users", "3", "--hours-weekday", "2", "--profile", "nope", "--config", str(config_file))
+    assert r.returncode == 2 and r.stderr.strip() == "error: unknown profile 'nope' (expected one of: cpu-small, cpu-staff)"
+
+
+def test_prices_refresh_with_the_price_list_api_down_changes_nothing(config_file):
+    before = config_file.read_text()
+    # AWS is outside our control: here its endpoint is a closed loopback port
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "x", "AWS_MAX_ATTEMPTS": "1"}
+    r = run("prices", "refresh", "--write", "--config", str(config_file), env=env)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: AWS Price List API: cannot get the price of t3.medium in US East (N. Virginia):")
+    assert config_file.read_text() == before
+
+
+def test_set_prices_text_keeps_comments_and_layout():
+    text = ("profiles:\n  # the cheap one\n  - slug: cpu-small\n    display_name: Small\n"
+            "    price_per_hour: 0.10  # dollars\n  - slug: gpu\n    price_per_hour: 1.21\n")
+    out = set_prices_text(text, {"cpu-small": Decimal("0.0416")})
+    assert out == text.replace("price_per_hour: 0.10  # dollars", "price_per_hour: 0.0416  # dollars")
+    with pytest.raises(ConfigError, match="cannot find 'price_per_hour' of profile 'tpu'"):
+        set_prices_text(text, {"tpu": Decimal(1)})
