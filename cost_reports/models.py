@@ -105,11 +105,12 @@ class Span(Base):
     __tablename__ = "cost_spans"
     __table_args__ = (
         Index("ix_cost_spans_open", "user", "kind", "resource_id", "end"),
-        # spend of one user in a period (see ledger.spend_in): spans starting in it ...
+        # spend in a period (cost_reports.spend), of one user and of all: spans starting in it
+        # (covering the inside sums) ...
         Index("ix_cost_spans_user_start", "user", "start", "end", "cost"),
-        # ... and those still open or ending after it began; the same for all users (admin report)
+        Index("ix_cost_spans_start", "start", "end", "user", "cost"),
+        # ... and spans still open or ending after it began
         Index("ix_cost_spans_user_end", "user", "end", "start"),
-        Index("ix_cost_spans_start", "start", "end"),
         Index("ix_cost_spans_end", "end", "start"),
     )
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from .budget_store import BudgetStore, budget_in
@@ -86,6 +86,7 @@ def _record(r: Reservation) -> ReservationRecord:
 
 
 _R = Reservation.__table__.c
+_INSERT = insert(Reservation.__table__)
 _HELD = select(_R.amount).where(_R.user == bindparam("user"), _R.state == ACTIVE, _R.expires_at > bindparam("now"))
 
 
@@ -126,7 +127,7 @@ class Reservations:
         Raises :class:`BudgetExceeded` (nothing written) when it does not fit,
         ValueError for a negative or non-numeric amount or a ttl <= 0.
         """
-        amount = to_amount(amount, f"reservation for user {user!r}")
+        amount = stored(to_amount(amount, f"reservation for user {user!r}"))
         ttl = _ttl(ttl)
         with self.db.write(lock_user=user) as s:
             now = self.db.clock.now()
@@ -134,17 +135,17 @@ class Reservations:
             if left.remaining < amount:
                 raise BudgetExceeded(user, amount, left)
             rid = str(uuid.uuid4())
-            s.add(Reservation(id=rid, user=user, amount=amount, created_at=now, expires_at=now + ttl, state=ACTIVE))
+            s.execute(_INSERT, {"id": rid, "user": user, "amount": amount, "created_at": now,
+                                "expires_at": now + ttl, "state": ACTIVE})
             return rid
 
     def _finish(self, reservation_id: str, state: str, span_id: int | None) -> ReservationRecord:
-        with self.db.read() as s:
-            found = s.get(Reservation, reservation_id)
-            if found is None:
+        # Settling or releasing only ever frees money, so the reservation's own row lock is enough
+        # (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE holds the database).
+        with self.db.write() as s:
+            r = s.get(Reservation, reservation_id, with_for_update=True)
+            if r is None:
                 raise ReservationError(f"no reservation {reservation_id!r}")
-            user = found.user
-        with self.db.write(lock_user=user) as s:
-            r = s.get(Reservation, reservation_id)
             if r.state == state:
                 return _record(r)
             if r.state != ACTIVE:

@@ -22,9 +22,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import and_, bindparam, select, union_all
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
-from sqlalchemy.orm import Session
 
 from .models import Span, money_sum, money_total
 from .money import stored, usage_cost
@@ -70,11 +70,12 @@ def _statements(dialect: str) -> tuple:
     """(inside sum of one user, edge rows of one user, inside sums by user, edge rows of all) for ``dialect``.
 
     Built once per dialect, with bound parameters ``user``, ``ps`` and ``pe``.
-    On SQLite the terms are written so that each part reads one index range
-    (unary "+" keeps the planner off the other column): inside sums and spans
-    crossing the period's end through the start indexes (the spans that began
-    in the period), open spans and spans crossing its start through the end
-    indexes (the spans that ended after the period began: for the current
+    On SQLite the terms are written so that each part reads one index range,
+    with or without ANALYZE statistics (unary "+" keeps the planner off the
+    other column): inside sums and spans crossing the period's end through the
+    start indexes (the spans that began in the period; the sums read the
+    covering indexes only), open spans and spans crossing its start through the
+    end indexes (the spans that ended after the period began: for the current
     period, its own spans and the open ones).
     """
     if dialect not in _cache:

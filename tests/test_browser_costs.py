@@ -87,3 +87,51 @@ def test_refusal_cost_page_and_admin_budget_edit(hub):
         page.click("button[type=submit]")
         page.wait_for_url("**/user/alice/lab**", timeout=120_000)
         assert [s.profile for s in ledger(hub).open_spans("alice", "server")] == ["cpu-small"]
+
+
+def test_budget_warning_shows_inside_jupyterlab(hub_config, tmp_path):
+    """At 80 % of the budget, JupyterLab shows the warning as a notification."""
+    from datetime import datetime, timedelta, timezone
+
+    import copy
+
+    from cost_reports.db import CostDB
+    from cost_reports.ledger import Ledger
+    from hubfixture import Hub
+
+    cfg = copy.deepcopy(hub_config)
+    cfg["budgets"] = {"users": {"alice": 10}}
+    cfg["costs"]["check_interval_seconds"] = 1
+    # $8.50 already spent this month (an earlier hour at $8.50/h): 85 % of $10
+    state = Path(cfg["hub"]["state_dir"])
+    state.mkdir(parents=True)
+    db = CostDB(f"sqlite:///{state / 'costs.sqlite'}")
+    db.create_all()
+    now = datetime.now(timezone.utc)
+    start = max(now - timedelta(hours=2), now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+    span = Ledger(db).open_span("alice", "server", "", "8.5", profile="cpu-small", start=start)
+    Ledger(db).close_span(span.id, start + timedelta(hours=1))
+    hub = Hub(cfg, tmp_path).start()
+    try:
+        make_user(hub, "alice")
+        wait_cost_service(hub)
+        with browser() as b:
+            page = b.new_page(viewport={"width": 1200, "height": 800})
+            login(page, hub.url, "alice", "correct-horse-9")
+            home = page.goto(f"{hub.url}/hub/home")
+            assert home.status == 200
+            page.wait_for_selector("#posehub-budget-warning")
+            assert page.locator("#posehub-budget-warning").inner_text().startswith(
+                "You have used 80 % of your budget: $8.50 of your $10.00 budget for ")
+            page.goto(f"{hub.url}/hub/spawn")
+            page.check("#profile-cpu-small")
+            page.click("button[type=submit]")
+            page.wait_for_url("**/user/alice/lab**", timeout=120_000)
+            page.wait_for_selector(".jp-LabShell", timeout=120_000)
+            page.wait_for_function("document.body.dataset.posehubBudgetLevel === '80'", timeout=60_000)
+            toast = page.get_by_text("You have used 80 % of your budget")
+            toast.first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1500)  # let the notification finish sliding in
+            page.screenshot(path=str(DOCS / "jupyterlab-budget-warning.png"))
+    finally:
+        hub.stop()

@@ -24,6 +24,7 @@ from cost_reports.reservations import BudgetExceeded
 from . import buckets, costs, environments, gpus, profiles
 from .config import PoseHubConfig, load
 
+LABEXTENSIONS = Path(__file__).resolve().parent.parent / "labextension"
 _templates = Environment(
     loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
     autoescape=select_autoescape(["html"]),
@@ -203,6 +204,10 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         args = super().get_args()
         if os.geteuid() == 0:  # one-machine hubs often run as root; the server must be told it may
             args.append("--ServerApp.allow_root=True")
+        # budget warnings inside JupyterLab (a prebuilt extension, no build step)
+        args.append(f"--LabApp.extra_labextensions_path={LABEXTENSIONS}")
+        # workspaces may have no internet: no news feed, no update checks
+        args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
         return args
 
     async def start(self):
