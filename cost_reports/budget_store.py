@@ -55,9 +55,8 @@ def _need(value: str, what: str) -> str:
 _OV = BudgetOverride.__table__.c
 _EXT = BudgetExtension.__table__.c
 _ALL_OVERRIDES = select(_OV.scope, _OV.name, _OV.amount)
-_OVERRIDES_OF = _ALL_OVERRIDES.where(or_(
-    and_(_OV.scope == "user", _OV.name == bindparam("user")),
-    and_(_OV.scope == "group", _OV.name.in_(bindparam("groups", expanding=True)))))
+# one user's and every group's (there are few groups; no IN list to render per call)
+_OVERRIDES_OF = _ALL_OVERRIDES.where(or_(and_(_OV.scope == "user", _OV.name == bindparam("user")), _OV.scope == "group"))
 _EXTENSIONS_OF = select(*BudgetExtension.__table__.c).where(_EXT.user == bindparam("user")).order_by(_EXT.id)
 
 
@@ -65,10 +64,12 @@ def overrides_in(session: Session, user: str | None = None, groups: Iterable[str
     """Run-time budgets: all of them, or with ``user`` only those of that user and of ``groups``."""
     if user is None:
         rows = session.execute(_ALL_OVERRIDES).all()
-    else:
-        rows = session.execute(_OVERRIDES_OF, {"user": user, "groups": sorted(set(groups))}).all()
+        return Overrides(users={r.name: r.amount for r in rows if r.scope == "user"},
+                         groups={r.name: r.amount for r in rows if r.scope == "group"})
+    wanted = set(groups)
+    rows = session.execute(_OVERRIDES_OF, {"user": user}).all()
     return Overrides(users={r.name: r.amount for r in rows if r.scope == "user"},
-                     groups={r.name: r.amount for r in rows if r.scope == "group"})
+                     groups={r.name: r.amount for r in rows if r.scope == "group" and r.name in wanted})
 
 
 def extensions_in(session: Session, user: str) -> list[Extension]:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .clock import Clock, SystemClock
-from .models import Base, UserLock
+from .models import Base, UserLock, sqlite_money_problems
 
 _WRITE = "posehub_write"
 
@@ -67,10 +67,21 @@ class CostDB:
         return self.engine.dialect.name
 
     def create_all(self) -> None:
-        """Create the ledger's tables if missing (no migrations yet: tables are only added)."""
+        """Create the ledger's tables if missing (no migrations yet: tables are only added).
+
+        On SQLite, a ledger whose money columns are not integers (an older
+        layout, which kept decimal text) is refused with a RuntimeError.
+        """
         from . import notices  # noqa: F401  (registers its table)
 
         Base.metadata.create_all(self.engine)
+        if self.dialect == "sqlite":
+            with self.engine.connect() as conn:
+                problems = sqlite_money_problems(conn)
+            if problems:
+                raise RuntimeError(f"the ledger {self.engine.url.database} keeps money as text in "
+                                   f"{', '.join(problems)}; this version needs integer millionths: "
+                                   "move the file aside to start a new ledger")
 
     def drop_all(self) -> None:
         Base.metadata.drop_all(self.engine)

@@ -7,9 +7,9 @@ Two column types keep the database honest about time and money:
   naive UTC and given ``tzinfo=UTC`` again when read.
 * :class:`Money`: ``Decimal`` with 6 decimals. PostgreSQL stores
   ``NUMERIC(18, 6)``; SQLite's NUMERIC affinity would turn values into binary
-  floats, so there the exact decimal text is stored instead, always in fixed
-  point with exactly 6 decimals ("3.630000"), which lets :func:`money_sum` add
-  such texts exactly in SQL.
+  floats, so there the amount is stored as an integer number of millionths of
+  a dollar (``BIGINT``: $3.63 is 3630000), exact, and summed and compared
+  exactly by SQLite itself (:func:`money_sum`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, Numeric, String, Text, cast, func, type_coerce
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, func, type_coerce
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -46,37 +46,46 @@ class UTCDateTime(TypeDecorator):
 
 
 class Money(TypeDecorator):
-    """Exact ``Decimal`` with 6 decimals: NUMERIC(18, 6), or decimal text on SQLite."""
+    """Exact ``Decimal`` with 6 decimals: NUMERIC(18, 6), or integer millionths on SQLite."""
 
     impl = Numeric(18, 6, asdecimal=True)
     cache_ok = True
 
     def load_dialect_impl(self, dialect):
         if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(32))
+            return dialect.type_descriptor(BigInteger())
         return dialect.type_descriptor(Numeric(18, 6, asdecimal=True))
 
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
         value = stored(Decimal(value))
-        return format(value, "f") if dialect.name == "sqlite" else value  # "f": never "1E+3"
+        return int(value.scaleb(6)) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
+        if dialect.name == "sqlite":
+            return from_micros(value)
         return stored(Decimal(str(value)))
+
+
+def from_micros(value) -> Decimal:
+    """Integer millionths of a dollar (SQLite's storage of :class:`Money`) as a Decimal with 6 decimals."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"money stored on SQLite must be integer millionths, got {value!r} "
+                        "(a ledger from before money was stored as integers?)")
+    return Decimal(value).scaleb(-6)
 
 
 def money_sum(column, dialect: str):
     """A SQL ``SUM`` of a :class:`Money` column that is exact on every backend; read it with :func:`money_total`.
 
-    PostgreSQL sums NUMERIC exactly. On SQLite the stored text "3.630000" less
-    its point is the integer 3630000 (millionths of a dollar), summed as a
-    64-bit integer (SQLite raises on overflow rather than losing digits).
+    PostgreSQL sums NUMERIC exactly; SQLite sums the integer millionths as
+    64-bit integers (and raises on overflow rather than losing digits).
     """
     if dialect == "sqlite":
-        return func.sum(cast(func.replace(type_coerce(column, String), ".", ""), Integer))
+        return func.sum(type_coerce(column, BigInteger()))
     return func.sum(type_coerce(column, Numeric(18, 6, asdecimal=True)))
 
 
@@ -85,8 +94,19 @@ def money_total(value, dialect: str) -> Decimal:
     if value is None:
         return stored(Decimal(0))
     if dialect == "sqlite":
-        return stored(Decimal(int(value)).scaleb(-6))
+        return from_micros(value)
     return stored(Decimal(str(value)))
+
+
+def sqlite_money_problems(connection) -> list[str]:
+    """Money columns of an existing SQLite ledger not declared as integers (a ledger from an older layout)."""
+    problems = []
+    for table in Base.metadata.sorted_tables:
+        declared = {row[1]: row[2].upper() for row in connection.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
+        for column in table.columns:
+            if isinstance(column.type, Money) and column.name in declared and "INT" not in declared[column.name]:
+                problems.append(f"{table.name}.{column.name} ({declared[column.name]})")
+    return problems
 
 
 class Base(DeclarativeBase):

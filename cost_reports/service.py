@@ -292,6 +292,8 @@ class UserReportApi(Base):
         if who != self.user_name and not await self.is_admin():
             raise web.HTTPError(403, "You may only see your own costs.")
         users = await self.directory.refresh()
+        if who not in users:  # perhaps new since the last refresh
+            users = await self.directory.refresh(force=True)
         if who not in users:
             raise web.HTTPError(400, f"unknown user {who!r}")
         period = self.period_arg()

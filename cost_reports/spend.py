@@ -60,7 +60,8 @@ def _across_start(ps, dialect: str = ""):
 
 
 def _across_end(ps, pe, dialect: str = ""):
-    return and_(_C.start >= ps, _C.start < pe, _plain(_C.end, dialect) > pe)
+    start = _plain(_C.start, dialect)
+    return and_(_C.end > pe, start >= ps, start < pe)
 
 
 _cache: dict[str, tuple] = {}
@@ -72,11 +73,12 @@ def _statements(dialect: str) -> tuple:
     Built once per dialect, with bound parameters ``user``, ``ps`` and ``pe``.
     On SQLite the terms are written so that each part reads one index range,
     with or without ANALYZE statistics (unary "+" keeps the planner off the
-    other column): inside sums and spans crossing the period's end through the
-    start indexes (the spans that began in the period; the sums read the
-    covering indexes only), open spans and spans crossing its start through the
-    end indexes (the spans that ended after the period began: for the current
-    period, its own spans and the open ones).
+    other column): inside sums through the start indexes (the spans that began
+    in the period; covering, so the table is not read), the edges through the
+    end indexes: open spans (``end`` NULL), spans crossing the period's start
+    (those that ended after it began: for the current period, its own spans)
+    and spans crossing its end (those ending after it: for the current period,
+    none).
     """
     if dialect not in _cache:
         ps, pe, user = bindparam("ps", type_=_C.start.type), bindparam("pe", type_=_C.start.type), bindparam("user")

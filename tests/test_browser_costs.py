@@ -40,7 +40,7 @@ def test_refusal_cost_page_and_admin_budget_edit(hub):
         page.wait_for_selector("#user-report")
         assert page.locator("h1").inner_text().startswith("Costs of alice in ")
         assert page.locator("#admin-link").count() == 0
-        assert page.locator("#user-plot").evaluate("img => img.complete && img.naturalWidth > 0")
+        page.wait_for_function("(i => i.complete && i.naturalWidth > 0)(document.querySelector('#user-plot'))")
         page.screenshot(path=str(DOCS / "cost-user.png"), full_page=True)
         page.goto(f"{hub.url}/services/cost/admin")
         assert "Only admins" in page.locator("#error-message").inner_text()
@@ -72,7 +72,7 @@ def test_refusal_cost_page_and_admin_budget_edit(hub):
         page.click("#admin-table th:has-text('user')")
         names = page.locator("#admin-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.user)")
         assert names == sorted(names, reverse=True)
-        assert page.locator("#admin-plot").evaluate("img => img.complete && img.naturalWidth > 0")
+        page.wait_for_function("(i => i.complete && i.naturalWidth > 0)(document.querySelector('#admin-plot'))")
         page.screenshot(path=str(DOCS / "cost-admin.png"), full_page=True)
         csv = requests.get(page.locator("#csv-link").get_attribute("href").replace("/services", f"{hub.url}/services"),
                            cookies={c["name"]: c["value"] for c in page.context.cookies()}, timeout=30)

@@ -58,7 +58,7 @@ BAD_CASES = {
     ),
     "unknown top-level key": (
         lambda c: c.update(budget={"default": 10}),
-        "budget: unknown key 'budget' (expected one of: admins, auth, buckets, budgets, dask, gpus, groups, "
+        "budget: unknown key 'budget' (expected one of: admins, auth, buckets, budgets, costs, dask, gpus, groups, "
         "hub, images, profiles)",
     ),
     "wrong type": (
