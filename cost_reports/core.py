@@ -17,7 +17,7 @@ from .ledger import Ledger
 from .money import to_amount
 from .notices import Notices
 from .periods import Period, parse_period, period_bounds
-from .reports import AdminReport, UserReport, admin_report, user_report
+from .reports import AdminReport, UserReport, admin_report_from_spend, user_report
 from .reservations import Reservations
 
 
@@ -61,10 +61,13 @@ class CostReporter:
         return user_report(user, spans, period, budget, self.now())
 
     def admin_report(self, period: Period, groups_of: Mapping[str, Iterable[str]]) -> AdminReport:
-        """Every user of ``groups_of`` ({user: groups}) and everyone with spend in ``period``."""
-        spans = self.ledger.spans(period)
+        """Every user of ``groups_of`` ({user: groups}) and everyone with spend in ``period``.
+
+        Spend is summed in the database (:meth:`Ledger.spend_by_user`), not from loaded spans.
+        """
+        by_user = self.ledger.spend_by_user(period)
         users = dict(groups_of)
-        for s in spans:
-            users.setdefault(s.user, self.config_groups(s.user))
+        for user in by_user:
+            users.setdefault(user, self.config_groups(user))
         budgets = self.budgets.budgets(users, when=min(self.now(), period.end))
-        return admin_report(spans, period, budgets, self.now(), self.policy.default)
+        return admin_report_from_spend(by_user, period, budgets, self.now(), self.policy.default)
