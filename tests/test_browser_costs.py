@@ -132,6 +132,7 @@ def test_budget_warning_shows_inside_jupyterlab(hub_config, tmp_path):
             toast = page.get_by_text("You have used 80 % of your budget")
             toast.first.wait_for(timeout=30_000)
             page.wait_for_timeout(1500)  # let the notification finish sliding in
+            assert page.get_by_text("official Jupyter news").count() == 0  # no prompt about a feed offline
             page.screenshot(path=str(DOCS / "jupyterlab-budget-warning.png"))
     finally:
         hub.stop()

@@ -48,6 +48,18 @@ def gpu_pool(cfg: PoseHubConfig) -> gpus.GpuPool:
     return _pools[key]
 
 
+LAB_NOTIFICATION_SETTINGS = Path(".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings")
+
+
+def quiet_lab_defaults(home: Path) -> None:
+    """Workspaces may have no internet: JupyterLab does not ask about its news feed or check for
+    updates. Written once, as the user's own setting, so they can change it."""
+    path = home / LAB_NOTIFICATION_SETTINGS
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"fetchNews": "false", "checkForUpdates": false}\n')
+
+
 class ProfileError(web.HTTPError):
     """A spawn request that cannot be served; the message is shown to the user as is."""
 
@@ -233,6 +245,7 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             if self.posehub_config["buckets"]["backend"] == "local":
                 layout = buckets.local_layout(self.posehub_config, self.user.name, self.user_groups())
                 buckets.link_local(Path(self.home_dir), layout)
+            quiet_lab_defaults(Path(self.home_dir))
             url = await super().start()
         except BaseException:
             self._release_gpus()
