@@ -1,7 +1,6 @@
 """The config file: defaults validate, and each bad case stops with one exact message."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

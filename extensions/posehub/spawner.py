@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -270,8 +270,6 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             await asyncio.to_thread(self._close_span, end, note)
 
     def _close_span(self, end, note):
-        from datetime import datetime
-
         now = datetime.now(timezone.utc)
         try:
             self.cost_gate.stopped(self.user.name, self.name, end=min(end, now) if end else None, note=note)
