@@ -94,8 +94,11 @@ class Enforcer:
         for u in users:
             for srv in u.servers:
                 prof = self.cfg.profile(srv.profile) if srv.profile else None
-                if prof is None and (u.name, srv.name) not in open_ids and not self._has_span(u.name, srv.name):
-                    continue  # being spawned; the spawner opens its span
+                known = (u.name, srv.name) in open_ids
+                if srv.pending == "spawn" and not known:
+                    continue  # being spawned (or refused): the spawner opens its span once it runs
+                if prof is None and not known and not self._has_span(u.name, srv.name):
+                    continue  # cannot be priced and the ledger never saw it
                 running.setdefault(u.name, {})[srv.name] = RunningServer(
                     started=srv.started, profile=prof["slug"] if prof else None,
                     price_per_hour=prof["price_per_hour"] if prof else None,

@@ -21,6 +21,7 @@ class HubServer:
     started: datetime | None
     profile: str | None
     ready: bool
+    pending: str | None = None  # "spawn", "stop" or None
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def parse_user(model: dict) -> HubUser:
     for name, srv in (model.get("servers") or {}).items():
         options = srv.get("user_options") or {}
         servers.append(HubServer(name=name, started=_time(srv.get("started")), profile=options.get("profile"),
-                                 ready=bool(srv.get("ready"))))
+                                 ready=bool(srv.get("ready")), pending=srv.get("pending") or None))
     return HubUser(name=model["name"], admin=bool(model.get("admin")), groups=tuple(sorted(model.get("groups") or [])),
                    servers=tuple(servers), last_activity=_time(model.get("last_activity")))
 
