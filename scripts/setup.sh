@@ -3,6 +3,7 @@
 #   .venv          the hub (JupyterHub, posehub package)       -- from pyproject.toml
 #   node_modules   configurable-http-proxy                       -- from package-lock.json
 #   .envs/base     the base image's environment                  -- from images/base/requirements.txt
+#   s3fs, fuse3    Debian packages that mount S3 buckets          -- apt-get, when run as root
 # A step whose inputs did not change since it last ran is skipped, so a second
 # `make up` starts in seconds. Usage: scripts/setup.sh [--test]
 set -euo pipefail
@@ -13,7 +14,7 @@ mkdir -p "$STAMPS"
 WITH_TEST=0
 [ "${1:-}" = "--test" ] && WITH_TEST=1
 PY=${PYTHON:-python3}
-STEPS=3; [ $WITH_TEST = 1 ] && STEPS=5
+STEPS=4; [ $WITH_TEST = 1 ] && STEPS=6
 n=0
 step() { n=$((n + 1)); printf '\n\033[1m[%d/%d] %s\033[0m\n' "$n" "$STEPS" "$*"; }
 fingerprint() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
@@ -50,6 +51,20 @@ fi
 
 step "environment of image 'base' (.envs/base)"
 .venv/bin/posehub env build base
+
+step "system packages for bucket mounts (s3fs, fuse3)"
+if command -v s3fs >/dev/null 2>&1 && command -v fusermount3 >/dev/null 2>&1; then
+  echo "s3fs $(s3fs --version 2>/dev/null | head -1 | awk '{print $6}') and fuse3 present"
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq s3fs fuse3 >/dev/null 2>&1 \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq s3fs fuse3 >/dev/null; }
+  echo "installed s3fs and fuse3"
+else
+  echo "warning: s3fs/fuse3 are missing and cannot be installed here (need root and apt-get)." >&2
+  echo "         The local-folder buckets of the default config work without them; S3 buckets are then" >&2
+  echo "         skipped with a note in the workspace. Install with: sudo apt-get install s3fs fuse3" >&2
+fi
+[ -e /dev/fuse ] || echo "warning: /dev/fuse is missing: S3 buckets cannot be mounted on this machine" >&2
 
 if [ $WITH_TEST = 1 ]; then
   step "system packages for tests (chromium for browser tests)"

@@ -43,10 +43,24 @@ def is_built(image: str) -> bool:
         return False
 
 
+# Bump when what build() does besides installing the pinned list changes.
+BUILD_VERSION = b"posehub-path-1"
+
+
 def _fingerprint(image: str) -> str:
     import hashlib
 
-    return hashlib.sha256(requirements_file(image).read_bytes()).hexdigest()
+    return hashlib.sha256(requirements_file(image).read_bytes() + BUILD_VERSION).hexdigest()
+
+
+def link_posehub(target: Path) -> Path:
+    """Make ``import posehub`` (storage, widget, pose adapters) work in the environment: a .pth
+    file naming the repository's ``extensions`` folder; the Dockerfiles copy the package instead."""
+    out = subprocess.run([str(target / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    pth = Path(out) / "posehub.pth"
+    pth.write_text(str(REPO_ROOT / "extensions") + "\n")
+    return pth
 
 
 def build(image: str, python: str = sys.executable, quiet: bool = False) -> Path:
@@ -65,6 +79,7 @@ def build(image: str, python: str = sys.executable, quiet: bool = False) -> Path
     progress = ["--progress-bar", "on"] if not quiet else ["-q"]
     subprocess.run(pip + ["install", "--disable-pip-version-check", "-q", "-U", "pip"], check=True)
     subprocess.run(pip + ["install", "--disable-pip-version-check", *progress, "-r", str(req)], check=True)
+    link_posehub(target)
     (target / STAMP).write_text(_fingerprint(image))
     print(f"environment '{image}' ready", flush=True)
     return target

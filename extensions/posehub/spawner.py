@@ -9,6 +9,7 @@ exclusive GPU indices from a :class:`posehub.gpus.GpuPool` shared by the hub.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -21,7 +22,8 @@ from traitlets import List, Unicode, default
 
 from cost_reports.reservations import BudgetExceeded
 
-from . import buckets, costs, environments, gpus, profiles
+from . import costs, environments, gpus, profiles, workspace
+from .storage import MANIFEST_ENV
 from .config import PoseHubConfig, load
 
 LABEXTENSIONS = Path(__file__).resolve().parent.parent / "labextension"
@@ -77,6 +79,7 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
     gpu_indices = List(help="GPU indices held by this server.")
     profile_slug = Unicode("", help="Slug of the running profile.")
     _loaded_running = False  # state was loaded from the hub database with a process id (hub restart)
+    _activity_at_load = None  # the server's last activity as the hub database had it then
 
     # ------------------------------------------------------------ policy
 
@@ -195,6 +198,7 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             env["PATH"] = f"{environments.env_dir(image) / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
             env["VIRTUAL_ENV"] = str(environments.env_dir(image))
         env["POSEHUB_PROFILE"] = self.profile_slug
+        env[MANIFEST_ENV] = str(workspace.manifest_file(Path(self.home_dir)))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
         return env
 
@@ -242,32 +246,46 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             self._release_gpus()
             raise ProfileError(403, e.message) from None
         try:
-            if self.posehub_config["buckets"]["backend"] == "local":
-                layout = buckets.local_layout(self.posehub_config, self.user.name, self.user_groups())
-                buckets.link_local(Path(self.home_dir), layout)
+            await asyncio.to_thread(workspace.prepare, self.posehub_config, self.user.name, self.user_groups(),
+                                    Path(self.home_dir), self.log)
             quiet_lab_defaults(Path(self.home_dir))
             url = await super().start()
         except BaseException:
             self._release_gpus()
+            await asyncio.to_thread(workspace.release, Path(self.home_dir), self.log)
             await asyncio.to_thread(gate.release, reservation)
             raise
         await asyncio.to_thread(gate.started, self.user.name, self.name, profile, reservation)
         return url
 
     async def stop(self, now=False):
-        end, note = None, None
-        if self._loaded_running and await self.poll() is not None:
-            # found dead after a hub restart: the hub's last record of it is its last activity
-            last = self.orm_spawner.last_activity if self.orm_spawner is not None else None
-            if last is not None:
-                end = last.replace(tzinfo=last.tzinfo or timezone.utc)
-                note = "server found stopped after a hub restart; closed at its last activity"
         try:
             await super().stop(now=now)
         finally:
-            self._release_gpus()
             self._loaded_running = False
-            await asyncio.to_thread(self._close_span, end, note)
+            await self._after_exit(None, None)
+
+    async def run_post_stop_hook(self):
+        """Runs after every stop, also when the hub found the server dead (then JupyterHub does not
+        call ``stop()``): unmount the buckets, free the GPUs, close the span if it is still open.
+        A server found dead after a hub restart is closed at its last activity before the restart."""
+        end, note = None, "server process ended"
+        if self._loaded_running and self._activity_at_load is not None:
+            last = self._activity_at_load
+            end = last.replace(tzinfo=last.tzinfo or timezone.utc)
+            note = "server found stopped after a hub restart; closed at its last activity"
+        self._loaded_running = False
+        try:
+            await self._after_exit(end, note)
+        finally:
+            result = super().run_post_stop_hook()
+            if inspect.isawaitable(result):
+                await result
+
+    async def _after_exit(self, end, note):
+        self._release_gpus()
+        await asyncio.to_thread(self._close_span, end, note)
+        await asyncio.to_thread(workspace.release, Path(self.home_dir), self.log)
 
     def _close_span(self, end, note):
         now = datetime.now(timezone.utc)
@@ -295,6 +313,7 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         self.profile_slug = state.get("profile", "")
         self.gpu_indices = list(state.get("gpus", []))
         self._loaded_running = bool(self.pid)
+        self._activity_at_load = self.orm_spawner.last_activity if self.orm_spawner is not None else None
         if self.gpu_indices and self.pid:
             gpu_pool(self.posehub_config).restore(self._owner_key, self.gpu_indices)
 
