@@ -169,6 +169,43 @@ def _semantic_errors(cfg: dict) -> list[str]:
                 f"profiles[{i}].slug: '{profile['slug']}' is already used by profiles[{seen[profile['slug']]}]"
             )
         seen.setdefault(profile["slug"], i)
+    errors += _bucket_errors(cfg["buckets"])
+    errors += _auth_errors(cfg["auth"])
+    if cfg["auth"]["type"] == "oidc":
+        errors += [f"groups.{name}.users: with single sign-on (auth.type: oidc) group members come from the "
+                   "identity provider's groups claim; list no users here"
+                   for name, g in cfg["groups"].items() if g["users"]]
+    return errors
+
+
+def _auth_errors(auth: dict) -> list[str]:
+    oidc = auth.get("oidc")
+    if auth["type"] == "oidc" and not oidc:
+        return ["auth: type 'oidc' needs an auth.oidc block (institution_name, issuer_url, client_id, client secret)"]
+    if auth["type"] == "oidc":
+        if oidc["client_secret_file"] and oidc["client_secret_env"]:
+            return ["auth.oidc: give client_secret_file or client_secret_env, not both"]
+        if not (oidc["client_secret_file"] or oidc["client_secret_env"]):
+            return ["auth.oidc: the client secret is missing: set client_secret_file or client_secret_env "
+                    "(it is never written in this file)"]
+    return []
+
+
+def _bucket_errors(b: dict) -> list[str]:
+    errors = []
+    places = [(f"buckets.shared[{i}]", x) for i, x in enumerate(b["shared"])]
+    if b.get("home"):
+        places.append(("buckets.home", b["home"]))
+    names = {}
+    for where, bucket in places:
+        if bucket["name"] in names:
+            errors.append(f"{where}.name: '{bucket['name']}' is already used by {names[bucket['name']]}")
+        names.setdefault(bucket["name"], where)
+        if bucket["keys_file"] and bucket["keys_env"]:
+            errors.append(f"{where}: give keys_file or keys_env, not both")
+        elif b["backend"] == "s3" and not (bucket["keys_file"] or bucket["keys_env"] or b["sts"]["role_arn"]):
+            errors.append(f"{where}: needs credentials for users: set keys_file or keys_env (static keys), "
+                          "or buckets.sts.role_arn (short-lived credentials from STS)")
     return errors
 
 

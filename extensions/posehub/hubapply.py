@@ -38,7 +38,10 @@ def apply_proxy(c, cfg: PoseHubConfig):
 
 
 def apply_auth(c, cfg: PoseHubConfig):
-    """``admins``, ``auth.local.*`` -> local accounts (NativeAuthenticator)."""
+    """``admins``, ``auth.local.*`` -> local accounts (NativeAuthenticator); ``auth.type: oidc`` ->
+    single sign-on (:func:`apply_oidc`)."""
+    if cfg["auth"]["type"] == "oidc":
+        return apply_oidc(c, cfg)
     local = cfg["auth"]["local"]
     c.JupyterHub.authenticator_class = "posehub.auth.PoseHubLocalAuthenticator"
     c.Authenticator.admin_users = set(cfg.admins)
@@ -50,8 +53,45 @@ def apply_auth(c, cfg: PoseHubConfig):
     c.PoseHubLocalAuthenticator.bootstrap_password_file = str(cfg.state_dir / "admin-password")
 
 
+def apply_oidc(c, cfg: PoseHubConfig):
+    """``auth.oidc.*`` -> GenericOAuthenticator (PoseHubOIDCAuthenticator). Tokens are kept in the
+    hub's encrypted auth state (key: ``JUPYTERHUB_CRYPT_KEY``, set by ``posehub up``) and never
+    refreshed behind the user's back, so a provider that is down does not sign anyone out."""
+    from .oidc import client_secret, settings
+
+    o = settings(cfg)
+    c.JupyterHub.authenticator_class = "posehub.oidc.PoseHubOIDCAuthenticator"
+    a = c.PoseHubOIDCAuthenticator
+    a.issuer_url = o["issuer_url"]
+    a.institution_name = o["institution_name"]
+    a.login_service = o["institution_name"]  # the button: "Sign in with <institution>"
+    a.admin_contact = cfg["hub"]["admin_contact"]
+    a.client_id = o["client_id"]
+    a.client_secret = client_secret(cfg)
+    a.oauth_callback_url = o["callback_url"]
+    a.scope = o["scopes"]
+    a.username_claim = o["username_claim"]
+    a.discovery_timeout = o["timeout_seconds"]
+    a.http_request_kwargs = {"connect_timeout": o["timeout_seconds"], "request_timeout": o["timeout_seconds"] * 2}
+    a.pass_tokens_to_server = o["pass_tokens_to_server"]
+    a.enable_auth_state = True
+    a.refresh_pre_spawn = False
+    a.auth_refresh_age = 0
+    if o["groups_claim"]:
+        a.auth_state_groups_key = f"oauth_user.{o['groups_claim']}"
+        a.manage_groups = True
+    a.allowed_groups = o["allowed_groups"]
+    a.admin_groups = o["admin_groups"]
+    a.allow_all = not o["allowed_groups"]
+    a.admin_users = set(cfg.admins)
+    a.custom_403_message = (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
+                            f"Ask {cfg['hub']['admin_contact']} for access.")
+
+
 def apply_groups(c, cfg: PoseHubConfig):
-    """``groups.<name>.users`` -> JupyterHub groups, made at every start."""
+    """``groups.<name>.users`` -> JupyterHub groups, made at every start (local accounts only)."""
+    if cfg["auth"]["type"] == "oidc":
+        return  # membership comes from the identity provider at each sign-in (manage_groups)
     groups = {name: {"users": list(g["users"])} for name, g in cfg["groups"].items()}
     for name in cfg["costs"]["admin_groups"]:  # roles may only name groups that exist
         groups.setdefault(name, {"users": []})

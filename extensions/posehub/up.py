@@ -32,6 +32,18 @@ def ensure_admin_password(cfg: PoseHubConfig) -> tuple[Path, str | None]:
     return path, password
 
 
+def ensure_crypt_key(cfg: PoseHubConfig) -> str:
+    """The key that encrypts the sign-in tokens the hub keeps (auth state), made at first start
+    in ``<state_dir>/crypt-key`` (mode 0600)."""
+    path = cfg.state_dir / "crypt-key"
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
 def preflight(cfg: PoseHubConfig) -> list[str]:
     """What is missing before the hub can serve anyone."""
     problems = []
@@ -56,6 +68,16 @@ def run(config: str | None = None) -> int:
         for p in problems:
             print(f"PoseHub cannot start: {p}", file=sys.stderr)
         return 2
+    env = dict(os.environ, **{CONFIG_ENV: str(Path(cfg.path).resolve())})
+    if cfg["auth"]["type"] == "oidc":
+        from .oidc import client_secret
+
+        try:
+            client_secret(cfg)
+        except ValueError as err:
+            print(f"PoseHub cannot start: {err}", file=sys.stderr)
+            return 2
+        env.setdefault("JUPYTERHUB_CRYPT_KEY", ensure_crypt_key(cfg))
     admins = cfg.admins
     if admins and cfg["auth"]["type"] == "local":
         path, password = ensure_admin_password(cfg)
@@ -67,7 +89,6 @@ def run(config: str | None = None) -> int:
             print(f"Admin account '{admins[0]}': password in {path}", flush=True)
     url = f"http://{cfg['hub']['ip']}:{cfg['hub']['port']}"
     print(f"Starting PoseHub at {url} (config {cfg.path}); Ctrl-C stops it.", flush=True)
-    env = dict(os.environ, **{CONFIG_ENV: str(Path(cfg.path).resolve())})
     jupyterhub = Path(sys.executable).parent / "jupyterhub"
     argv = [str(jupyterhub), "-f", str(HUB_CONFIG_DIR / "jupyterhub_config.py")]
     os.chdir(cfg.state_dir)
