@@ -193,3 +193,14 @@ def test_writes_to_read_only_buckets_are_refused_before_anything_is_sent(tmp_pat
                   lambda: fs.copy("posehub-home/alice/x", "demo/x"), lambda: fs.mkdir("demo/sub")):
         with pytest.raises(PermissionError, match="bucket 'demo' is read-only in PoseHub"):
             write()
+
+
+def test_expired_credentials_are_named_not_an_access_denied(tmp_path, monkeypatch):
+    creds = {"access_key_id": "k", "secret_access_key": "s", "session_token": "t",
+             "expiration": "2020-01-01T00:00:00+00:00"}
+    write_manifest(tmp_path, monkeypatch, [entry("home", "posehub-home", "alice/", credentials=creds)])
+    with pytest.raises(storage.StorageError, match="expired at 2020-01-01 00:00 UTC: restart your server"):
+        storage.filesystem()
+    creds["expiration"] = "2999-01-01T00:00:00Z"
+    write_manifest(tmp_path, monkeypatch, [entry("home", "posehub-home", "alice/", credentials=creds)])
+    assert storage.storage_options()["token"] == "t"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 MANIFEST_ENV = "POSEHUB_STORAGE"
@@ -94,6 +95,17 @@ def _read_only_buckets() -> set[str]:
     return {b.bucket for b in buckets().values() if b.read_only and not b.local}
 
 
+def _check_not_expired(b: Bucket, creds: dict, now: datetime | None = None) -> None:
+    """Short-lived (STS) credentials end at ``expiration``: say so instead of a bare AccessDenied."""
+    if not creds.get("expiration"):
+        return
+    ends = datetime.fromisoformat(creds["expiration"].replace("Z", "+00:00"))
+    now = now or datetime.now(timezone.utc)
+    if ends <= now:
+        raise StorageError(f"the credentials for bucket '{b.name}' expired at {ends:%Y-%m-%d %H:%M} UTC: "
+                           "restart your server (File > Hub Control Panel) to get new ones")
+
+
 def storage_options(name: str = "home") -> dict:
     """Keyword arguments of :class:`s3fs.S3FileSystem` for ``name``: give them to Dask or pandas
     (``storage_options=``); empty for local folders."""
@@ -101,6 +113,7 @@ def storage_options(name: str = "home") -> dict:
     if b.local:
         return {}
     creds = b.credentials or {}
+    _check_not_expired(b, creds)
     opts = {
         "key": creds.get("access_key_id") or None,
         "secret": creds.get("secret_access_key") or None,
