@@ -105,6 +105,18 @@ def test_buckets_are_mounted_listed_read_and_written(s3, tmp_path, home, monkeyp
     assert (home / "home-bucket" / "from-python.txt").read_text() == "written in a notebook"
 
 
+def test_static_keys_stay_with_the_hub_and_python_reads_through_the_mount(s3, tmp_path, home, monkeypatch):
+    keys = s3.keys_file(tmp_path / "lab-keys", ("LABKEYID", "lab-static-secret"))
+    cfg = config(s3, tmp_path, shared=[{"name": "openfield-demo", "keys_file": str(keys)}])
+    got = prepared(cfg, home, monkeypatch)
+    assert got["openfield-demo"]["mounted"] and got["openfield-demo"]["credentials"] is None
+    assert got["home"]["credentials"]["session_token"]  # STS for the rest
+    assert "lab-static-secret" not in workspace.manifest_file(home).read_text()
+    assert storage.url("openfield-demo", "labels") == str(home / "buckets" / "openfield-demo" / "labels")
+    fs = storage.filesystem("openfield-demo")
+    assert fs.cat(storage.url("openfield-demo", "labels/CollectedData.csv")) == b"scorer,x\n"
+
+
 def test_storage_reads_stream_and_seek(s3, tmp_path, home, monkeypatch):
     prepared(config(s3, tmp_path), home, monkeypatch)
     data = s3.objects("openfield-demo", "videos/")["videos/m3v1mp4.mp4"]

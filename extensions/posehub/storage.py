@@ -2,8 +2,8 @@
 
 The hub tells each server what it may reach in ``~/.posehub/storage.json``
 (path in ``$POSEHUB_STORAGE``): every visible bucket, the user's home prefix,
-the endpoint and the server's own credentials (short-lived ones from STS, or the
-bucket's static keys; never the hub's). ::
+the endpoint and the server's own short-lived credentials from STS (never the
+hub's keys, nor a bucket's static keys). ::
 
     from posehub import storage
     fs = storage.filesystem()                 # s3fs.S3FileSystem for the home bucket
@@ -11,8 +11,10 @@ bucket's static keys; never the hub's). ::
     with storage.open("openfield-demo", "labels.csv") as f: ...
     dd.read_csv(storage.url("home", "*.csv"), storage_options=storage.storage_options())
 
-With ``buckets.backend: local`` the same calls give local folders. Writes to a
-read-only bucket raise :class:`PermissionError` before anything is sent.
+With ``buckets.backend: local`` the same calls give local folders, and so do
+buckets with static keys (the keys stay with the hub: Python reads them through
+their mount). Writes to a read-only S3 bucket raise :class:`PermissionError`
+before anything is sent.
 """
 
 from __future__ import annotations
@@ -54,7 +56,21 @@ class Bucket:
 
     @property
     def local(self) -> bool:
-        return not self.url.startswith("s3://")
+        """A local folder: ``backend: local``, or a bucket whose static keys stay with the hub, which
+        Python reaches through its mount."""
+        return not self.url.startswith("s3://") or not self.credentials
+
+    @property
+    def root(self) -> str:
+        """Where the bucket's data is for Python: its s3:// URL, or a local folder."""
+        if not self.url.startswith("s3://"):
+            return self.url
+        if not self.credentials:
+            if not self.mounted:
+                raise StorageError(f"bucket '{self.name}' is reached through its mount (its keys stay with the hub), "
+                                   f"and it is not mounted: {self.note}")
+            return self.path
+        return self.url
 
 
 def manifest_path() -> Path:
@@ -87,7 +103,7 @@ def url(name: str = "home", path: str = "") -> str:
     b = bucket(name)
     path = path.lstrip("/")
     if b.local:
-        return str(Path(b.url) / path) if path else b.url
+        return str(Path(b.root) / path) if path else b.root
     return b.url + path
 
 
@@ -135,6 +151,7 @@ def filesystem(name: str = "home"):
     or fsspec's local filesystem when buckets are local folders."""
     b = bucket(name)
     if b.local:
+        b.root  # noqa: B018 - raises when an unmounted bucket cannot be reached
         from fsspec.implementations.local import LocalFileSystem
 
         return LocalFileSystem()

@@ -65,8 +65,10 @@ def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, logger) -> list[d
             logger.warning("storage of %s: %s not mounted at ~/%s: %s", username, a.url, a.mountpoint, note)
         else:
             logger.info("storage of %s: mounted %s at ~/%s", username, a.url, a.mountpoint)
+        # STS credentials are the server's own, limited by the session policy; static keys stay with the
+        # hub (they may allow more than the config does), so Python reaches those buckets through the mount
         entries.append(s3plan.manifest_entry(a, home, mounted=mounted, note=note,
-                                             credentials=c.as_dict() if usable else None))
+                                             credentials=c.as_dict() if usable and a.uses_sts else None))
     return entries
 
 
