@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -428,7 +429,17 @@ def make_app(reporter: CostReporter, hub: HubClient, prefix: str, hub_prefix: st
                            cookie_secret=os.urandom(32), xsrf_cookies=False)
 
 
-def main(argv=None) -> int:
+@dataclass
+class Prepared:
+    """What :func:`prepare` loaded (in any thread): the config and the ledger."""
+
+    cfg: object
+    reporter: CostReporter
+
+
+def prepare() -> Prepared | None:
+    """The slow half of starting: config, ledger tables. Safe off the event loop. None (with a
+    message on stderr) when the config cannot be used."""
     from posehub.config import ConfigError, load
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s posehub.cost] %(message)s")
@@ -436,34 +447,56 @@ def main(argv=None) -> int:
         cfg = load(os.environ.get("POSEHUB_CONFIG") or None)
     except ConfigError as e:
         print(f"cost service cannot start: {e}", file=sys.stderr)
-        return 2
-    reporter = CostReporter(cfg)
-    hub = HubClient()
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/cost/")
-    app = make_app(reporter, hub, prefix, os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/")
-    port = cfg["costs"]["port"]
-    app.listen(port, "127.0.0.1")
-    meter = None
-    if cfg["buckets"]["backend"] == "local" and cfg["buckets"].get("home"):
-        meter = StorageMeter(reporter.ledger, local_sizer(cfg.state_dir / "buckets" / cfg["buckets"]["home"]["name"]),
-                             cfg["costs"]["storage_price_per_gb_month"])
-    enforcer = Enforcer(reporter, hub, meter)
-    directory: Directory = app.settings["directory"]
+        return None
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)  # the SQLite ledger's folder
+    return Prepared(cfg, CostReporter(cfg))
 
-    async def loop():
+
+class Started:
+    """The service on the event loop: the application and its enforcement loop."""
+
+    def __init__(self, prepared: Prepared):
+        cfg, reporter = prepared.cfg, prepared.reporter
+        self.cfg = cfg
+        self.reporter = reporter
+        self.hub = HubClient()
+        self.prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/cost/")
+        self.app = make_app(reporter, self.hub, self.prefix, os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/")
+        meter = None
+        if cfg["buckets"]["backend"] == "local" and cfg["buckets"].get("home"):
+            meter = StorageMeter(reporter.ledger,
+                                 local_sizer(cfg.state_dir / "buckets" / cfg["buckets"]["home"]["name"]),
+                                 cfg["costs"]["storage_price_per_gb_month"])
+        self.enforcer = Enforcer(reporter, self.hub, meter)
+
+    async def round(self):
+        directory: Directory = self.app.settings["directory"]
         try:
-            result = await enforcer.tick()
-            directory.set(await hub.users())
+            result = await self.enforcer.tick()
+            directory.set(await self.hub.users())
             if result.stopped or result.warned:
                 log.info("enforcement: warned %s, stopped %s", result.warned, result.stopped)
         except Exception:  # noqa: BLE001 - keep the loop alive, log and retry next round
             log.exception("enforcement round failed")
 
-    interval_ms = float(cfg["costs"]["check_interval_seconds"]) * 1000
-    ioloop.IOLoop.current().add_callback(loop)
-    ioloop.PeriodicCallback(loop, interval_ms).start()
-    log.info("cost service at http://127.0.0.1:%s%s, ledger %s, checks every %ss", port, prefix,
-             reporter.db.engine.url.render_as_string(hide_password=True), cfg["costs"]["check_interval_seconds"])
+    def start(self) -> None:
+        """Start the enforcement loop (every ``costs.check_interval_seconds``)."""
+        interval_ms = float(self.cfg["costs"]["check_interval_seconds"]) * 1000
+        ioloop.IOLoop.current().add_callback(self.round)
+        ioloop.PeriodicCallback(self.round, interval_ms).start()
+        where = os.environ.get("JUPYTERHUB_SERVICE_URL") or f"http://127.0.0.1:{self.cfg['costs']['port']}"
+        log.info("cost service at %s%s, ledger %s, checks every %ss", where.rstrip("/"), self.prefix, self.reporter.db.engine.url.render_as_string(hide_password=True),
+                 self.cfg["costs"]["check_interval_seconds"])
+
+
+def main(argv=None) -> int:
+    """Run the service in this process (the hub runs :mod:`cost_reports.launch`, which answers at once)."""
+    prepared = prepare()
+    if prepared is None:
+        return 2
+    started = Started(prepared)
+    started.app.listen(prepared.cfg["costs"]["port"], "127.0.0.1")
+    started.start()
     try:
         ioloop.IOLoop.current().start()
     except KeyboardInterrupt:  # the hub stops its services with SIGINT/SIGTERM

@@ -1,0 +1,91 @@
+"""Start the cost service so that the hub sees it answer at once.
+
+JupyterHub gives a managed service about ten seconds to answer HTTP, then
+stops the whole hub. Loading the service (JupyterHub's OAuth client,
+SQLAlchemy, matplotlib, the ledger's tables) can take longer than that on a
+busy two-core machine. So this module, which imports only tornado, binds the
+port first, answers the hub's first check with ``425 Too Early``, then loads
+the service and hands the same port to it. If loading fails, the process exits
+with the error, so the hub's log shows it.
+
+    python -m cost_reports.launch      (the hub's command for the service)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from urllib.parse import urlparse
+
+from tornado import httpserver, ioloop, web
+
+
+class Starting(web.RequestHandler):
+    """Until the service is loaded: 425 Too Early (the hub counts any answer under 500 as "up";
+    a 5xx would make it wait on), with a page that reloads itself."""
+
+    def prepare(self):
+        self.set_status(425)
+        self.set_header("Retry-After", "2")
+        self.finish('<!doctype html><meta http-equiv="refresh" content="2"><title>Starting</title>'
+                    "<p>The cost service is starting; this page reloads in a moment.</p>\n")
+
+    def on_finish(self):
+        self.settings["answered"].set()
+
+
+def service_port(environ=os.environ) -> int:
+    """The port the hub gave the service (``JUPYTERHUB_SERVICE_URL``)."""
+    url = environ.get("JUPYTERHUB_SERVICE_URL", "")
+    port = urlparse(url).port
+    if not port:
+        raise SystemExit(f"cost service: JUPYTERHUB_SERVICE_URL has no port ({url!r}); the hub starts this service")
+    return port
+
+
+def main() -> int:
+    port = service_port()
+    answered = asyncio.Event()
+    server = httpserver.HTTPServer(web.Application([(r".*", Starting)], answered=answered))
+    server.listen(port, "127.0.0.1")
+    loop = ioloop.IOLoop.current()
+    status = {"code": 0}
+
+    async def load():
+        # Load once the hub has had its answer (or after a few seconds). Loading blocks this loop;
+        # requests that come meanwhile wait in the socket's backlog and are answered by the real
+        # service. (Loading in a thread instead stalls the loop on Python's import lock.)
+        try:
+            await asyncio.wait_for(answered.wait(), timeout=3)
+        except asyncio.TimeoutError:
+            pass
+        try:
+            from . import service  # JupyterHub's OAuth client, SQLAlchemy, matplotlib ...
+
+            prepared = service.prepare()  # ... and the ledger's tables
+            if prepared is None:  # the message is printed; the hub sees the service exit
+                status["code"] = 2
+                loop.stop()
+                return
+            started = service.Started(prepared)
+        except Exception:  # noqa: BLE001 - a service that cannot load must exit, not say "starting" forever
+            import traceback
+
+            traceback.print_exc()
+            status["code"] = 1
+            loop.stop()
+            return
+        server.request_callback = started.app  # new requests go to the real application
+        started.start()
+
+    loop.add_callback(load)
+    try:
+        loop.start()
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT/SIGTERM
+        print("[I posehub.cost] cost service stopped", file=sys.stderr)
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
