@@ -95,8 +95,10 @@ class Enforcer:
             for srv in u.servers:
                 prof = self.cfg.profile(srv.profile) if srv.profile else None
                 known = (u.name, srv.name) in open_ids
-                if srv.pending == "spawn" and not known:
-                    continue  # being spawned (or refused): the spawner opens its span once it runs
+                if not known and (srv.pending or not srv.ready):
+                    # being spawned, refused (the hub then stops it: pending "stop") or stopped: the ledger
+                    # never saw it run, and the spawner opens its span once it does
+                    continue
                 if prof is None and not known and not self._has_span(u.name, srv.name):
                     continue  # cannot be priced and the ledger never saw it
                 running.setdefault(u.name, {})[srv.name] = RunningServer(

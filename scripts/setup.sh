@@ -54,7 +54,7 @@ step "environment of image 'base' (.envs/base)"
 
 step "system packages for bucket mounts (s3fs, fuse3)"
 if command -v s3fs >/dev/null 2>&1 && command -v fusermount3 >/dev/null 2>&1; then
-  echo "s3fs $(s3fs --version 2>/dev/null | head -1 | awk '{print $6}') and fuse3 present"
+  echo "s3fs $(s3fs --version 2>/dev/null | head -1 | grep -o 'V[0-9.]*') and fuse3 present"
 elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq s3fs fuse3 >/dev/null 2>&1 \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq s3fs fuse3 >/dev/null; }

@@ -81,7 +81,7 @@ class Hub:
 
     # ------------------------------------------------------------ process
 
-    def start(self, timeout=90):
+    def start(self, timeout=180):
         log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [str(POSEHUB), "up", "--config", str(self.config_file)],

@@ -45,3 +45,14 @@ def test_a_server_stopping_keeps_its_span_until_the_spawner_closes_it(cost_db, c
     running = Enforcer(rep, hub=None)._running([_user("alice", "stop", False, started=None)])
     assert set(running) == {"alice"}
     assert reconcile(rep.ledger, running).closed == []
+
+
+def test_a_refused_spawn_being_stopped_gets_no_span_from_reconcile(cost_db, clock):
+    """After the spawner refuses a spawn, the hub stops the server (pending "stop"): the ledger never saw it
+    run, so reconcile must not open a span for it (seen as a flaky charge of refused spawns)."""
+    cfg = load()
+    rep = CostReporter(cfg, db=cost_db)
+    running = Enforcer(rep, hub=None)._running([_user("alice", "stop", False, started=None),
+                                                _user("carol", None, False, started=None)])
+    assert running == {}
+    assert reconcile(rep.ledger, running).opened == []
