@@ -6,7 +6,9 @@ SQLAlchemy, matplotlib, the ledger's tables) can take longer than that on a
 busy two-core machine. So this module, which imports only tornado, binds the
 port first, answers the hub's first check with ``425 Too Early``, then loads
 the service and hands the same port to it. If loading fails, the process exits
-with the error, so the hub's log shows it.
+with the error, so the hub's log shows it. When the hub dies without
+stopping it (killed outright), the service exits too, so that the next hub
+starts its own.
 
     python -m cost_reports.launch      (the hub's command for the service)
 """
@@ -80,6 +82,15 @@ def main() -> int:
         started.start()
 
     loop.add_callback(load)
+
+    hub_pid = os.getppid()
+
+    def hub_gone():  # a hub killed outright (SIGKILL, OOM) cannot stop its services: do not outlive it
+        if os.getppid() != hub_pid:
+            print(f"[W posehub.cost] the hub (pid {hub_pid}) is gone: cost service stopping", file=sys.stderr)
+            loop.stop()
+
+    ioloop.PeriodicCallback(hub_gone, 1000).start()
     try:
         loop.start()
     except KeyboardInterrupt:  # the hub stops its services with SIGINT/SIGTERM

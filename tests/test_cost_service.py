@@ -237,6 +237,18 @@ def test_running_server_is_warned_then_stopped_at_the_cap(hub):
 # ---------------------------------------------------------------- crash recovery
 
 
+def cost_service_processes(hub) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"cost_reports.launch" in (d / "cmdline").read_bytes() and \
+                    str(hub.config_file).encode() in (d / "environ").read_bytes():
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
 def test_hub_killed_and_restarted_keeps_the_span_whole(hub):
     hub.create_user("alice", PASSWORD)
     wait_cost_service(hub)
@@ -245,8 +257,13 @@ def test_hub_killed_and_restarted_keeps_the_span_whole(hub):
     wait_ready(hub, "alice")
     (span,) = ledger(hub).open_spans("alice", "server")
     pids = server_processes(hub, "alice")
-    os.killpg(hub.proc.pid, signal.SIGKILL)  # the hub, its proxy and the cost service die
+    services = cost_service_processes(hub)
+    assert services
+    os.killpg(hub.proc.pid, signal.SIGKILL)  # the hub and its proxy die
     hub.proc.wait()
+    # the cost service runs in a session of its own: it notices that its hub is gone and exits
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in services), timeout=30,
+             what="the orphaned cost service to exit")
     for p in pids:  # ... and the server crashes too, while the hub is down
         if Path(f"/proc/{p}").exists():
             os.kill(p, signal.SIGKILL)
