@@ -3,6 +3,7 @@
 #   .venv          the hub (JupyterHub, posehub package)       -- from pyproject.toml
 #   node_modules   configurable-http-proxy                       -- from package-lock.json
 #   .envs/base     the base image's environment                  -- from images/base/requirements.txt
+#   .envs/pose     (--test) SLEAP + DeepLabCut, for the notebooks -- from images/pose/requirements.txt
 #   s3fs, fuse3    Debian packages that mount S3 buckets          -- apt-get, when run as root
 # A step whose inputs did not change since it last ran is skipped, so a second
 # `make up` starts in seconds. Usage: scripts/setup.sh [--test]
@@ -14,7 +15,7 @@ mkdir -p "$STAMPS"
 WITH_TEST=0
 [ "${1:-}" = "--test" ] && WITH_TEST=1
 PY=${PYTHON:-python3}
-STEPS=4; [ $WITH_TEST = 1 ] && STEPS=6
+STEPS=4; [ $WITH_TEST = 1 ] && STEPS=7
 n=0
 step() { n=$((n + 1)); printf '\n\033[1m[%d/%d] %s\033[0m\n' "$n" "$STEPS" "$*"; }
 fingerprint() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
@@ -76,7 +77,13 @@ if [ $WITH_TEST = 1 ]; then
   else
     echo "warning: chromium is missing and cannot be installed here (need root and apt-get); browser tests will fail" >&2
   fi
-  step "test data"
-  if [ -d ../shared/data/openfield ]; then echo "open-field data found in ../shared/data/openfield"; else echo "note: ../shared/data/openfield not found"; fi
+  step "environment of image 'pose' (.envs/pose: SLEAP, DeepLabCut, PyTorch; several GB the first time)"
+  .venv/bin/posehub env build pose
+  step "test data (DeepLabCut's open-field example)"
+  if [ -d ../shared/data/openfield ]; then
+    echo "open-field data found in ../shared/data/openfield"
+  else
+    .venv/bin/posehub demo-data || echo "warning: the notebook tests need the open-field example" >&2
+  fi
 fi
 printf '\n\033[1mSetup done.\033[0m\n'

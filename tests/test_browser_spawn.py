@@ -13,7 +13,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 @pytest.fixture
 def hub_config(hub_config):
-    hub_config["images"]["pose"] = {"description": "SLEAP and DeepLabCut"}
+    hub_config["images"]["tracking"] = {"description": "multi-animal tracking, not built on this machine"}
     hub_config["gpus"] = {"devices": []}
     hub_config["profiles"] = [
         {"slug": "cpu-small", "display_name": "Small CPU", "image": "base", "cpu": 2, "memory": "4G",
@@ -23,9 +23,9 @@ def hub_config(hub_config):
          "description": "For preprocessing video and small training runs."},
         {"slug": "gpu", "display_name": "One GPU", "image": "base", "cpu": 8, "memory": "32G", "gpus": 1,
          "price_per_hour": 1.21, "allowed_groups": ["staff"], "description": "For training pose models."},
-        {"slug": "pose-gpu", "display_name": "SLEAP + DeepLabCut, one GPU", "image": "pose", "cpu": 8,
-         "memory": "32G", "gpus": 1, "price_per_hour": 1.21, "allowed_users": ["sam"],
-         "description": "SLEAP and DeepLabCut preinstalled."},
+        {"slug": "tracking", "display_name": "Multi-animal tracking", "image": "tracking", "cpu": 8,
+         "memory": "32G", "price_per_hour": 0.40, "allowed_users": ["sam"],
+         "description": "A lab's own image, not built on this machine yet."},
     ]
     return hub_config
 
@@ -46,10 +46,10 @@ def test_login_pick_profile_reach_jupyterlab(hub):
         page = b.new_page(viewport={"width": 1100, "height": 1000})
         login(page, hub.url, "sam", "correct-horse-9")
         offered = page.locator("[data-profile]").evaluate_all("els => els.map(e => e.dataset.profile)")
-        assert offered == ["cpu-small", "cpu-large", "gpu", "pose-gpu"]
+        assert offered == ["cpu-small", "cpu-large", "gpu", "tracking"]
         assert page.locator("#profile-gpu").is_disabled()
         assert "this machine has no GPU" in page.locator("[data-profile=gpu]").inner_text()
-        assert "make env IMAGE=pose" in page.locator("[data-profile=pose-gpu]").inner_text()
+        assert "make env IMAGE=tracking" in page.locator("[data-profile=tracking]").inner_text()
         DOCS.mkdir(exist_ok=True)
         page.screenshot(path=str(DOCS / "spawn-page.png"), full_page=True)
 

@@ -30,7 +30,9 @@ def test_embedded_default_validates_and_fills_defaults():
     cfg = load(DEFAULT_CONFIG)
     assert cfg["hub"]["port"] == 8000
     assert cfg["budgets"]["default"] == 300
-    assert [p["slug"] for p in cfg["profiles"]] == ["cpu-small", "cpu-large", "gpu"]
+    assert [p["slug"] for p in cfg["profiles"]] == ["cpu-small", "pose-cpu", "cpu-large", "gpu"]
+    assert {p["slug"]: p["image"] for p in cfg["profiles"]} == {
+        "cpu-small": "base", "pose-cpu": "pose", "cpu-large": "pose", "gpu": "pose"}
 
 
 def test_minimal_config_gets_schema_defaults():
@@ -91,6 +93,10 @@ BAD_CASES = {
     "duplicate slug": (
         lambda c: c["profiles"].append(dict(c["profiles"][0])),
         "profiles[1].slug: 'cpu' is already used by profiles[0]",
+    ),
+    "demo bucket not shared": (
+        lambda c: c.update(buckets={"demo_bucket": "videos", "shared": [{"name": "labels"}]}),
+        "buckets.demo_bucket: 'videos' is not one of buckets.shared (expected one of: labels)",
     ),
     "gpus devices": (
         lambda c: c.update(gpus={"devices": "all"}),

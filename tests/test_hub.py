@@ -83,9 +83,9 @@ def test_spawn_reaches_jupyterlab_with_profile_environment_and_buckets(hub, hub_
 
 @pytest.fixture
 def unbuilt_config(hub_config):
-    hub_config["images"]["pose"] = {"description": "not built in tests"}
+    hub_config["images"]["tracking"] = {"description": "an image whose environment is never built in tests"}
     hub_config["profiles"].append(
-        {"slug": "pose", "display_name": "Pose", "image": "pose", "price_per_hour": 1.0}
+        {"slug": "tracking", "display_name": "Tracking", "image": "tracking", "price_per_hour": 1.0}
     )
     return hub_config
 
@@ -96,13 +96,13 @@ def test_unbuilt_environment_is_explained(unbuilt_config, tmp_path):
         hub.create_user("alice", "correct-horse-9")
         s = hub.session("alice", "correct-horse-9")
         page, _ = spawn_form_xsrf(hub, s)
-        assert offered_profiles(page) == ["cpu-small", "pose"]
-        assert "The environment of image &#39;pose&#39; has not been built on this machine yet." in page
-        assert "<code>make env IMAGE=pose</code>" in page
-        assert 'value="pose"\n      disabled' in page
-        r = spawn_with_form(hub, s, "pose")
+        assert offered_profiles(page) == ["cpu-small", "tracking"]
+        assert "The environment of image &#39;tracking&#39; has not been built on this machine yet." in page
+        assert "<code>make env IMAGE=tracking</code>" in page
+        assert 'value="tracking"\n      disabled' in page
+        r = spawn_with_form(hub, s, "tracking")
         assert r.status_code == 409
-        assert "Build it on the hub machine with: make env IMAGE=pose" in r.text
+        assert "Build it on the hub machine with: make env IMAGE=tracking" in r.text
         assert server_processes(hub, "alice") == []
     finally:
         hub.stop()

@@ -8,6 +8,7 @@
     posehub cost report        spend per user for a period (csv, html or json)
     posehub cost estimate      monthly cost of a usage pattern
     posehub prices refresh     profile prices from the AWS Price List API
+    posehub demo-data          copy DeepLabCut's open-field example into the demo bucket
 """
 
 from __future__ import annotations
@@ -170,6 +171,18 @@ def _cmd_prices_refresh(args) -> int:
     return 0
 
 
+def _cmd_demo_data(args) -> int:
+    from .demodata import DemoDataError, install
+
+    cfg = _load_or_exit(args.config)
+    try:
+        install(cfg)
+    except DemoDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posehub", description="PoseHub: JupyterHub for pose estimation labs.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -222,6 +235,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--write", action="store_true", help="save the new prices in the config file")
     r.add_argument("--config", default=None, help=cfg_help)
     r.set_defaults(func=_cmd_prices_refresh)
+
+    s = sub.add_parser("demo-data", help="copy DeepLabCut's open-field example into buckets.demo_bucket")
+    s.add_argument("--config", default=None, help=cfg_help)
+    s.set_defaults(func=_cmd_demo_data)
     return p
 
 

@@ -206,6 +206,10 @@ def _bucket_errors(b: dict) -> list[str]:
         elif b["backend"] == "s3" and not (bucket["keys_file"] or bucket["keys_env"] or b["sts"]["role_arn"]):
             errors.append(f"{where}: needs credentials for users: set keys_file or keys_env (static keys), "
                           "or buckets.sts.role_arn (short-lived credentials from STS)")
+    shared = [x["name"] for x in b["shared"]]
+    if b["demo_bucket"] and b["demo_bucket"] not in shared:
+        errors.append(f"buckets.demo_bucket: '{b['demo_bucket']}' is not one of buckets.shared "
+                      f"(expected one of: {', '.join(shared) or 'none'})")
     return errors
 
 

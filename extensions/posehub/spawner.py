@@ -197,7 +197,9 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         if image:
             env["PATH"] = f"{environments.env_dir(image) / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
             env["VIRTUAL_ENV"] = str(environments.env_dir(image))
+            env["POSEHUB_IMAGE"] = image
         env["POSEHUB_PROFILE"] = self.profile_slug
+        env["POSEHUB_COST_URL"] = f"http://127.0.0.1:{self.posehub_config['costs']['port']}/services/cost/"
         env[MANIFEST_ENV] = str(workspace.manifest_file(Path(self.home_dir)))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
         return env

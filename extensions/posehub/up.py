@@ -87,6 +87,13 @@ def run(config: str | None = None) -> int:
                   f"(shown once; kept in {path}, readable only by you)\n{bar}", flush=True)
         else:
             print(f"Admin account '{admins[0]}': password in {path}", flush=True)
+    if cfg["buckets"]["backend"] == "local" and cfg["buckets"]["demo_bucket"]:
+        from .demodata import DemoDataError, install
+
+        try:
+            install(cfg)
+        except DemoDataError as err:  # the hub serves without it; the notebooks say what is missing
+            print(f"warning: no demo data: {err}", file=sys.stderr, flush=True)
     url = f"http://{cfg['hub']['ip']}:{cfg['hub']['port']}"
     print(f"Starting PoseHub at {url} (config {cfg.path}); Ctrl-C stops it.", flush=True)
     jupyterhub = Path(sys.executable).parent / "jupyterhub"

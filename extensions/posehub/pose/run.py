@@ -1,0 +1,97 @@
+"""Train, evaluate and record one model: what notebooks and ensemble members call.
+
+``train_and_evaluate`` checks everything it can before training (framework,
+parameters, split), trains in a local folder, evaluates on the held-out
+frames, writes ``split.json``, ``metrics.json`` and ``run.json`` (the record)
+beside the model, and copies the run to its destination (the user's home
+prefix, through ``posehub.storage``) when one is given.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import record, trainers
+from .labels import Labels
+from .split import Split, split as make_split
+
+
+@dataclass
+class RunResult:
+    framework: str
+    model: trainers.Model
+    metrics: dict
+    record: dict
+    split: Split
+    local_dir: Path
+    url: str = ""  # where the run was copied to
+
+
+def train_and_evaluate(labels: Labels, framework: str, params: dict | None = None, seed: int = 0,
+                       train_fraction: float = 0.8, split_seed: int = 0, workdir: str | Path | None = None,
+                       dest: str | None = None, dest_fs=None, progress=None, split: Split | None = None) -> RunResult:
+    trainer = trainers.get(framework)()
+    p = trainer.params(params)
+    s = split or make_split(labels, train_fraction, split_seed)
+    local = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"posehub-{trainer.name}-"))
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "split.json").write_text(s.to_json())
+    inputs = {}
+    if labels.source:
+        try:
+            inputs[labels.source] = record.file_sha256(labels.source, labels.fs.open if labels.fs else None)
+        except (OSError, ValueError):
+            pass
+    t0 = time.perf_counter()
+    model = trainer.train(labels, s, local, p, seed, progress)
+    train_s = time.perf_counter() - t0
+    metrics = trainer.evaluate(model, labels, s)
+    rec = record.make_record(framework=trainer.name, params=p, seed=seed, split=s, labels=labels, inputs=inputs,
+                             weights=model.info.get("weights", ""), metrics=metrics,
+                             device=model.info.get("device", ""),
+                             timings={"train": round(train_s, 2), "predict_test": round(metrics["predict_s"], 2),
+                                      "train_frames_per_s": round(len(s.train) * p["epochs"] / train_s, 2)})
+    record.write(rec, local / "run.json")
+    (local / "model.json").write_text(json.dumps({"framework": model.framework, "bodyparts": model.bodyparts,
+                                                  "info": model.info}, indent=1, default=str))
+    url = copy_run(local, dest, dest_fs) if dest else ""
+    return RunResult(trainer.name, model, metrics, rec, s, local, url)
+
+
+SKIP = {"frames", "__pycache__"}
+
+
+def copy_run(local: Path, dest: str, fs=None) -> str:
+    """Copy a run folder (not its frame copies) to ``dest``: a local folder or a bucket URL."""
+    if fs is None and "://" not in dest:
+        target = Path(dest)
+        target.mkdir(parents=True, exist_ok=True)
+        for item in local.iterdir():
+            if item.name in SKIP:
+                continue
+            to = target / item.name
+            if item.is_dir():
+                shutil.copytree(item, to, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*SKIP))
+            else:
+                shutil.copy2(item, to)
+        return str(target)
+    if fs is None:
+        import fsspec
+
+        fs = fsspec.core.url_to_fs(dest)[0]
+    for f in local.rglob("*"):
+        rel = f.relative_to(local)
+        if f.is_file() and not (set(rel.parts) & SKIP):
+            fs.put_file(str(f), dest.rstrip("/") + "/" + rel.as_posix())
+    return dest
+
+
+def load_model(folder: str | Path) -> trainers.Model:
+    """A trained model back from its run folder (``model.json``), for predicting later."""
+    d = json.loads((Path(folder) / "model.json").read_text())
+    return trainers.Model(d["framework"], Path(folder), d["bodyparts"], d["info"])

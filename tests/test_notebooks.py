@@ -1,0 +1,133 @@
+"""Every example notebook, executed with its small settings inside a real PoseHub workspace.
+
+A real hub starts alice's server with the pose profile (the `pose` image's
+environment: SLEAP and DeepLabCut); each notebook then runs with nbclient in
+that environment, with the server's own environment variables (its storage
+manifest, its hub token), so it sees exactly what alice sees in JupyterLab:
+the demo bucket holding DeepLabCut's open-field example, her home prefix, her
+budget. The tests check what each notebook claims.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubfixture import REPO, Hub, base_config, process_env, server_processes, spawn_with_form, wait_ready
+
+pytestmark = [pytest.mark.slow, pytest.mark.notebooks]
+POSE_PY = REPO / ".envs" / "pose" / "bin" / "python"
+NOTEBOOKS = REPO / "notebooks"
+PASSWORD = "correct-horse-9"
+BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    if not POSE_PY.exists():
+        pytest.fail(f"the pose image's environment is not built ({POSE_PY}): `make test` builds it")
+    tmp = tmp_path_factory.mktemp("notebooks")
+    cfg = base_config(tmp / "state")
+    cfg["images"]["pose"] = {"description": "SLEAP and DeepLabCut"}
+    cfg["profiles"].append({"slug": "pose-cpu", "display_name": "Pose (CPU)", "image": "pose", "cpu": 2,
+                            "memory": "8G", "price_per_hour": 0.2})
+    cfg["buckets"]["demo_bucket"] = "openfield-demo"
+    hub = Hub(cfg, tmp).start()
+    try:
+        hub.create_user("alice", PASSWORD)
+        s = hub.session("alice", PASSWORD)
+        assert spawn_with_form(hub, s, "pose-cpu").status_code == 200
+        wait_ready(hub, "alice", timeout=300)
+        (pid,) = server_processes(hub, "alice")
+        yield {"hub": hub, "env": process_env(pid), "home": hub.state_dir / "homes" / "alice", "out": tmp}
+    finally:
+        hub.stop()
+        print(f"\n----- hub log (last lines) -----\n{hub.log()[-5000:]}")
+
+
+def run_notebook(ws, name: str, expect_fail: bool = False, **params):
+    out = ws["out"] / name
+    cmd = [str(POSE_PY), "-m", "posehub.notebooks", str(NOTEBOOKS / name), str(out)]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}={json.dumps(v)}"]
+    r = subprocess.run(cmd, env=ws["env"], cwd=ws["home"], capture_output=True, text=True, timeout=1800)
+    if expect_fail:
+        assert r.returncode != 0, f"{name} ran, but should have failed"
+        return r
+    assert r.returncode == 0, f"{name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    sys.path.insert(0, str(REPO / "extensions"))
+    import nbformat
+
+    from posehub.notebooks import outputs_text
+
+    nb = nbformat.read(str(out), as_version=4)
+    return nb, outputs_text(nb)
+
+
+def test_01_getting_started(workspace):
+    nb, text = run_notebook(workspace, "01_getting_started.ipynb")
+    assert "profile: pose-cpu" in text and "image:   pose" in text
+    assert "GPUs:    none (a CPU profile)" in text
+    assert "openfield-demo" in text and "home" in text  # the buckets table
+    assert "116 labelled frames, 4 body parts: snout, leftear, rightear, tailbase" in text
+    assert "written from notebook 01" in text
+    assert (workspace["hub"].state_dir / "buckets" / "posehub-home" / "alice" / "hello-posehub.txt").exists()
+    assert "Budget for 20" in text and "remaining $" in text
+    assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))  # the frame
+
+
+def test_04_before_02_and_03_says_what_to_run(workspace):
+    r = run_notebook(workspace, "04_compare.ipynb", expect_fail=True)
+    assert "no run 'sleap-openfield' in your home bucket: run notebook 02 first" in r.stderr + r.stdout
+
+
+def test_unknown_parameter_is_refused(workspace):
+    r = run_notebook(workspace, "02_sleap.ipynb", expect_fail=True, epoch=1)
+    assert r.returncode == 2
+    assert "error: unknown parameter(s) epoch; this notebook takes:" in r.stderr
+
+
+def _finite_per_bodypart(metrics):
+    assert set(metrics["per_bodypart"]) == set(BODYPARTS)
+    for bp, m in metrics["per_bodypart"].items():
+        assert math.isfinite(m["mean_px"]) and m["mean_px"] >= 0, (bp, m)
+        assert math.isfinite(m["rmse_px"]) and m["rmse_px"] >= m["mean_px"] - 1e-9, (bp, m)
+    assert math.isfinite(metrics["all"]["mean_px"])
+
+
+def test_02_03_04_sleap_and_deeplabcut_compared(workspace):
+    runs = workspace["hub"].state_dir / "buckets" / "posehub-home" / "alice" / "runs"
+    _, text = run_notebook(workspace, "02_sleap.ipynb")
+    assert "23 test frames: mean error" in text and "from scratch (random init)" in text
+    sleap = json.loads((runs / "sleap-openfield" / "metrics.json").read_text())
+    _finite_per_bodypart(sleap)
+    rec = json.loads((runs / "sleap-openfield" / "run.json").read_text())
+    assert rec["framework"] == "sleap" and rec["environment"]["image"] == "pose"
+    assert rec["environment"]["packages"]["sleap-nn"] and len(rec["environment"]["lock_sha256"]) == 64
+    assert len(rec["split"]["test_frames"]) == 23 and rec["inputs_sha256"]
+
+    _, text = run_notebook(workspace, "03_deeplabcut.ipynb")
+    dlc = json.loads((runs / "dlc-openfield" / "metrics.json").read_text())
+    _finite_per_bodypart(dlc)
+    rec = json.loads((runs / "dlc-openfield" / "run.json").read_text())
+    assert rec["framework"] == "dlc" and rec["weights"] == "scratch (random init)"
+    assert rec["environment"]["packages"]["deeplabcut"].startswith("3.0")
+
+    nb, text = run_notebook(workspace, "04_compare.ipynb")
+    assert "both tools tested on the same 23 held-out frames" in text
+    table = next(o["data"]["text/plain"] for c in nb.cells for o in c.get("outputs", [])
+                 if "text/plain" in o.get("data", {}) and "RMSE (px)" in o["data"]["text/plain"])
+    assert "SLEAP (U-Net)" in table and "DeepLabCut (ResNet-50)" in table and "1.96" in table and "3.44" in table
+    assert "video frames of" in text
+
+
+def test_06_my_costs(workspace):
+    _, text = run_notebook(workspace, "06_my_costs.ipynb")
+    assert "Period 20" in text and "% used" in text
+    assert "pose-cpu" in text  # the profile alice has been running
+    assert "Forecast: $" in text
