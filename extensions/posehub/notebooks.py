@@ -68,16 +68,21 @@ def run(path: str | Path, out: str | Path | None = None, params: dict | None = N
 
 
 def outputs_text(nb) -> str:
-    """Every text output of the notebook (streams, text/plain, text/html), for checks."""
+    """Every text output of a notebook (streams, text/plain, text/html), for checks. Takes an nbformat
+    notebook or the plain JSON of one."""
+
+    def text(v):
+        return v if isinstance(v, str) else "".join(v)
+
     parts = []
-    for c in nb.cells:
+    for c in nb["cells"]:
         for o in c.get("outputs", []):
             if o.get("output_type") == "stream":
-                parts.append(o.get("text", ""))
+                parts.append(text(o.get("text", "")))
             data = o.get("data", {})
             for mime in ("text/plain", "text/html", "text/markdown"):
                 if mime in data:
-                    parts.append(data[mime] if isinstance(data[mime], str) else "".join(data[mime]))
+                    parts.append(text(data[mime]))
     return "\n".join(parts)
 
 

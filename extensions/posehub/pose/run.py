@@ -68,7 +68,8 @@ SKIP = {"frames", "__pycache__"}
 
 def copy_run(local: Path, dest: str, fs=None) -> str:
     """Copy a run folder (not its frame copies) to ``dest``: a local folder or a bucket URL."""
-    if fs is None and "://" not in dest:
+    protocols = fs.protocol if fs is not None and isinstance(fs.protocol, tuple) else (getattr(fs, "protocol", ""),)
+    if (fs is None and "://" not in dest) or (fs is not None and {"file", "local"} & set(protocols)):
         target = Path(dest)
         target.mkdir(parents=True, exist_ok=True)
         for item in local.iterdir():

@@ -42,6 +42,15 @@ class Prediction:
     stride: float = 1.0  # pixels of the image per confidence-map cell
 
 
+def device(params: dict) -> str:
+    """The torch device of ``params["device"]``: "auto" is cuda when a GPU is visible, else cpu."""
+    if params["device"] != "auto":
+        return params["device"]
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 Progress = Callable[[dict], None]  # {"epoch": i, "epochs": n, "loss": x, ...}
 
 

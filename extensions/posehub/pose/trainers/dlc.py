@@ -24,18 +24,10 @@ import numpy as np
 
 from ..labels import Labels
 from ..split import Split
-from .base import Model, Prediction, Trainer, TrainerError
+from .base import Model, Prediction, Trainer, TrainerError, device as _device
 from ._files import LogWatcher, local_frames
 
 VIDEO = "posehub"
-
-
-def _device(p: dict) -> str:
-    if p["device"] != "auto":
-        return p["device"]
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def project_config(project: Path, labels: Labels, width: int, height: int, train_fraction: float) -> dict:

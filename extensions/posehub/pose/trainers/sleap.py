@@ -18,16 +18,8 @@ import numpy as np
 
 from ..labels import Labels
 from ..split import Split
-from .base import Model, Prediction, Trainer, TrainerError
+from .base import Model, Prediction, Trainer, TrainerError, device as _device
 from ._files import LogWatcher, local_frames, write_pngs
-
-
-def _device(p: dict) -> str:
-    if p["device"] != "auto":
-        return p["device"]
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def to_sleap(labels: Labels, frame_files: list[Path]):
