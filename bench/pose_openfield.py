@@ -6,7 +6,8 @@ Trains both tools with PoseHub's adapters on the same seeded 80/20 split of the
 the values notebooks 02 and 03 name for a GPU), evaluates on the 23 held-out
 frames and prints the test error in pixels per body part and overall, beside
 the study's figures, and training throughput (training frames per second:
-frames x epochs / training time). Targets: both <= 3.0 px, SLEAP <= 2.0 px.
+frames the network was trained on, augmented copies included, over the
+training time). Targets: both <= 3.0 px, SLEAP <= 2.0 px.
 
 Run it in the pose image's environment, on a machine with an NVIDIA GPU:
 

@@ -55,7 +55,8 @@ def train_and_evaluate(labels: Labels, framework: str, params: dict | None = Non
                              weights=model.info.get("weights", ""), metrics=metrics,
                              device=model.info.get("device", ""),
                              timings={"train": round(train_s, 2), "predict_test": round(metrics["predict_s"], 2),
-                                      "train_frames_per_s": round(len(s.train) * p["epochs"] / train_s, 2)})
+                                      "train_frames_per_s": round(model.info.get("frames_seen", len(s.train) * p["epochs"])
+                                                                  / train_s, 2)})
     record.write(rec, local / "run.json")
     (local / "model.json").write_text(json.dumps({"framework": model.framework, "bodyparts": model.bodyparts,
                                                   "info": model.info}, indent=1, default=str))

@@ -123,6 +123,7 @@ class DLCTrainer(Trainer):
                      {"pose_config": str(pose_cfg.relative_to(workdir)), "snapshot": str(snap.relative_to(workdir)), "params": p, "seed": int(seed),
                       "weights": "scratch (random init)" if p["weights"] == "scratch" else f"from {p['weights']}",
                       "train_s": time.perf_counter() - t0, "train_frames": len(split.train),
+                      "frames_seen": p["epochs"] * len(split.train),
                       "device": _device(p)})
 
     def predict(self, model: Model, images: list[np.ndarray]) -> Prediction:

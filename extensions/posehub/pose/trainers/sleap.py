@@ -103,6 +103,8 @@ class SleapTrainer(Trainer):
         return Model("sleap", workdir, list(labels.bodyparts),
                      {"model_dir": run, "params": p, "seed": int(seed), "weights": "scratch (random init)",
                       "train_s": time.perf_counter() - t0, "train_frames": len(split.train),
+                      "frames_seen": p["epochs"] * (p["steps_per_epoch"] * p["batch_size"] if p["steps_per_epoch"]
+                                                    else round(len(split.train) * (1 - p["validation_fraction"]))),
                       "device": _device(p)})
 
     def predict(self, model: Model, images: list[np.ndarray], confmaps: bool = False) -> Prediction:
