@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from browser import browser, login
 from hubfixture import REPO, Hub, base_config, process_env, server_processes, spawn_with_form, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebooks]
 POSE_PY = REPO / ".envs" / "pose" / "bin" / "python"
 NOTEBOOKS = REPO / "notebooks"
 PASSWORD = "correct-horse-9"
+DOCS = REPO / "docs"
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 
 
@@ -120,6 +122,25 @@ def test_02_03_04_sleap_and_deeplabcut_compared(workspace):
                  if "RMSE (px)" in "".join(o.get("data", {}).get("text/plain", "")))
     assert "SLEAP (U-Net)" in table and "DeepLabCut (ResNet-50)" in table and "1.96" in table and "3.44" in table
     assert "video frames of" in text
+
+
+def test_compared_results_in_jupyterlab(workspace):
+    """The executed comparison notebook as alice sees it in JupyterLab (the README's screenshot)."""
+    done = workspace["out"] / "04_compare.ipynb"
+    if not done.exists():
+        pytest.fail("notebook 04 has not run (test_02_03_04_sleap_and_deeplabcut_compared failed?)")
+    (workspace["home"] / "04_compare.ipynb").write_bytes(done.read_bytes())
+    hub = workspace["hub"]
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1280, "height": 1000})
+        login(page, hub.url, "alice", PASSWORD)
+        page.goto(f"{hub.url}/user/alice/lab/tree/04_compare.ipynb")
+        page.wait_for_selector(".jp-Notebook", timeout=120_000)
+        page.wait_for_selector(".jp-OutputArea-output table", timeout=60_000)  # the comparison table
+        assert "DeepLabCut (ResNet-50)" in page.locator(".jp-OutputArea-output table").first.inner_text()
+        page.locator(".jp-OutputArea-output table").first.scroll_into_view_if_needed()
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS / "notebook-compare.png"))
 
 
 def test_06_my_costs(workspace):
