@@ -98,6 +98,7 @@ def _finite_per_bodypart(metrics):
     assert math.isfinite(metrics["all"]["mean_px"])
 
 
+@pytest.mark.timeout(2400)  # trains both tools on two CPU cores: about 4 min here, more on a busy machine
 def test_02_03_04_sleap_and_deeplabcut_compared(workspace):
     runs = workspace["hub"].state_dir / "buckets" / "posehub-home" / "alice" / "runs"
     _, text = run_notebook(workspace, "02_sleap.ipynb")
