@@ -19,6 +19,7 @@ import hashlib
 import io
 import posixpath
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -109,11 +110,11 @@ def _open(path, mode="rb"):
 def join(root: str, path: str) -> str:
     if not root:
         return path
-    return posixpath.join(root.rstrip("/"), path) if "://" in root else str(__import__("pathlib").Path(root) / path)
+    return posixpath.join(root.rstrip("/"), path) if "://" in root else str(Path(root) / path)
 
 
 def dirname(path: str) -> str:
-    return posixpath.dirname(path.rstrip("/")) if "://" in path else str(__import__("pathlib").Path(path).parent)
+    return posixpath.dirname(path.rstrip("/")) if "://" in path else str(Path(path).parent)
 
 
 def parse_dlc_csv(text: str, source: str = "CollectedData.csv", root: str = "") -> Labels:

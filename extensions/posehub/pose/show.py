@@ -83,7 +83,11 @@ def video_frames(path: str, indices, fs=None) -> list[np.ndarray]:
     tmp = None
     if fs is not None or "://" in path:
         tmp = tempfile.NamedTemporaryFile(suffix=Path(path).suffix, delete=False)
-        opener = fs.open if fs is not None else __import__("fsspec").open
+        if fs is None:
+            import fsspec
+
+            fs = fsspec.core.url_to_fs(path)[0]
+        opener = fs.open
         with opener(path, "rb") as f:
             tmp.write(f.read())
         tmp.close()
