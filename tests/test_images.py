@@ -29,6 +29,18 @@ def test_base_image_has_what_the_issue_names():
     assert {"jupyterlab", "jupyterhub", "ipywidgets", "s3fs", "dask-gateway"} <= names
 
 
+def test_pose_image_builds_on_base_with_the_same_pins():
+    """images/pose/Dockerfile installs its list on top of the base image: every base pin must hold there."""
+    def pins(image):
+        return {ln.split("==")[0].lower(): ln.split("==")[1].strip()
+                for ln in (IMAGES / image / "requirements.txt").read_text().splitlines() if "==" in ln}
+
+    base, pose = pins("base"), pins("pose")
+    assert {k: (v, pose.get(k)) for k, v in base.items() if pose.get(k) != v} == {}
+    assert {"sleap", "sleap-nn", "sleap-io", "deeplabcut", "torch", "torchvision"} <= set(pose)
+    assert "FROM ${BASE_IMAGE}" in (IMAGES / "pose" / "Dockerfile").read_text()
+
+
 def test_default_profiles_use_declared_images():
     cfg = load(DEFAULT_CONFIG)
     for p in cfg["profiles"]:
