@@ -10,8 +10,9 @@ round (:meth:`Enforcer.tick`) of the loop the service repeats every
 2. measure each user's home prefix and keep its storage span up to date;
 3. compare each user's spend with their budget: record a warning once per
    level and period, and at 100 % stop the user's servers through the hub's
-   REST API (Dask clusters join when Dask Gateway lands), with a notice
-   saying why.
+   REST API and their Dask clusters through Dask Gateway (the clusters with
+   workers in the ledger: ``dask-worker`` spans, metered by the gateway), with
+   a notice saying why.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .usage import StorageMeter
 log = logging.getLogger("posehub.cost")
 
 STOP_AT = Decimal(100)
+DASK_WORKER = "dask-worker"
 
 
 def percent_of(spent: Decimal, budget: Decimal) -> Decimal:
@@ -78,13 +80,16 @@ class TickResult:
     reconciled: int = 0
     warned: list[tuple[str, str]] = field(default_factory=list)  # (user, level)
     stopped: list[tuple[str, str]] = field(default_factory=list)  # (user, server)
+    stopped_clusters: list[tuple[str, str]] = field(default_factory=list)  # (user, Dask cluster)
 
 
 class Enforcer:
-    def __init__(self, reporter: CostReporter, hub: HubClient, meter: StorageMeter | None = None):
+    def __init__(self, reporter: CostReporter, hub: HubClient, meter: StorageMeter | None = None,
+                 gateway=None):
         self.rep = reporter
         self.hub = hub
         self.meter = meter
+        self.gateway = gateway  # cost_reports.gatewayapi.GatewayClient, or None without Dask Gateway
         self.cfg = reporter.cfg
 
     def _running(self, users: list[HubUser]) -> dict:
@@ -106,6 +111,13 @@ class Enforcer:
                     price_per_hour=prof["price_per_hour"] if prof else None,
                 )
         return running
+
+    def clusters_of(self, user: str) -> list[str]:
+        """The user's Dask clusters that have running workers in the ledger."""
+        if self.gateway is None:
+            return []
+        spans = self.rep.ledger.open_spans(user=user, kind=DASK_WORKER)
+        return sorted({s.resource_id.split("/", 1)[0] for s in spans})
 
     def _has_span(self, user: str, server: str) -> bool:
         return any(s.resource_id == server and s.kind == "server" for s in self.rep.ledger.spans(self.rep.period(), user))
@@ -145,10 +157,18 @@ class Enforcer:
                 result.warned.append((user.name, lvl))
         if level != STOPPED:
             return
-        if not user.servers:
+        clusters = await asyncio.to_thread(self.clusters_of, user.name)
+        if not user.servers and not clusters:
             return
         msg = message_for(STOPPED, spent, budget, left.period.label, contact)
         await asyncio.to_thread(self.rep.notices.add_once, user.name, left.period.label, STOPPED, msg)
+        for name in clusters:
+            log.warning("budget: stopping %s's Dask cluster %s: %s", user.name, name, msg)
+            try:
+                await self.gateway.stop_cluster(name)
+                result.stopped_clusters.append((user.name, name))
+            except Exception as e:  # noqa: BLE001 - try again at the next round
+                log.error("budget: could not stop Dask cluster %s of %s: %s", name, user.name, e)
         for srv in user.servers:
             log.warning("budget: stopping %s/%s: %s", user.name, srv.name, msg)
             try:

@@ -46,11 +46,18 @@ def service_port(environ=os.environ) -> int:
     return port
 
 
+def listen_host(environ=os.environ) -> str:
+    """Loopback when the hub reaches the service on loopback (one machine); every interface when it
+    names another host (the hub pod of the Kubernetes deployment: ``http://hub:8010``)."""
+    host = urlparse(environ.get("JUPYTERHUB_SERVICE_URL", "")).hostname or "127.0.0.1"
+    return "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
+
+
 def main() -> int:
     port = service_port()
     answered = asyncio.Event()
     server = httpserver.HTTPServer(web.Application([(r".*", Starting)], answered=answered))
-    server.listen(port, "127.0.0.1")
+    server.listen(port, listen_host())
     loop = ioloop.IOLoop.current()
     status = {"code": 0}
 

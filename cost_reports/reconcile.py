@@ -66,13 +66,13 @@ def _running(open_servers: Mapping[str, Mapping[str, object]]) -> dict[tuple[str
     return out
 
 
-def _last_span(s: Session, user: str, name: str) -> Span | None:
-    q = select(Span).where(Span.user == user, Span.kind == KIND, Span.resource_id == name)
+def _last_span(s: Session, user: str, name: str, kind: str = KIND) -> Span | None:
+    q = select(Span).where(Span.user == user, Span.kind == kind, Span.resource_id == name)
     return s.scalars(q.order_by(Span.start.desc(), Span.id.desc())).first()
 
 
-def _open_missing(s: Session, user: str, name: str, srv: RunningServer, now: datetime) -> Span:
-    last = _last_span(s, user, name)
+def _open_missing(s: Session, user: str, name: str, srv: RunningServer, now: datetime, kind: str = KIND) -> Span:
+    last = _last_span(s, user, name, kind)
     start = as_utc(srv.started, f"start of {user}/{name}") if srv.started else now
     if last is not None and last.end is not None and start < last.end:
         start = last.end  # never count an hour twice
@@ -82,31 +82,32 @@ def _open_missing(s: Session, user: str, name: str, srv: RunningServer, now: dat
     if profile is None or price is None:
         raise ValueError(f"server {user}/{name!s} runs but has no span to take its profile and price from: "
                          "pass RunningServer(started, profile, price_per_hour)")
-    return open_span_in(s, user, KIND, name, price, profile=profile, start=start, note="opened by reconcile")
+    return open_span_in(s, user, kind, name, price, profile=profile, start=start, note="opened by reconcile")
 
 
 def reconcile(ledger: Ledger, open_servers: Mapping[str, Mapping[str, object]], now: datetime | None = None, *,
-              stopped_at: Mapping[str, Mapping[str, datetime]] | None = None) -> ReconcileResult:
+              stopped_at: Mapping[str, Mapping[str, datetime]] | None = None, kind: str = KIND) -> ReconcileResult:
     """Close spans of servers not running, open spans of running servers the ledger missed.
 
     ``open_servers``: ``{user: {server_name: started}}``, ``started`` a datetime,
     None (unknown: now) or a :class:`RunningServer`; the default server's name
     is "". ``stopped_at``: ``{user: {server_name: time}}``, the stop time or last
     activity of servers that are gone, used to close their spans (else ``now``,
-    default the clock's now). All in one transaction: on a ValueError nothing
-    is written.
+    default the clock's now). ``kind``: the spans reconciled ("server", or
+    "dask-worker" for the workers Dask Gateway runs). All in one transaction:
+    on a ValueError nothing is written.
     """
     now = as_utc(now) if now is not None else ledger.clock.now()
     running = _running(open_servers)
     stopped = stopped_at or {}
     db = ledger.db
     with db.read() as s:
-        open_users = set(s.scalars(select(Span.user).where(Span.kind == KIND, Span.end.is_(None))))
+        open_users = set(s.scalars(select(Span.user).where(Span.kind == kind, Span.end.is_(None))))
     closed, opened = [], []
     with db.write() as s:
         for user in sorted(open_users | {u for u, _ in running}):
             db.lock(s, user)
-        for row in s.scalars(select(Span).where(Span.kind == KIND, Span.end.is_(None)).order_by(Span.id)).all():
+        for row in s.scalars(select(Span).where(Span.kind == kind, Span.end.is_(None)).order_by(Span.id)).all():
             srv = running.get((row.user, row.resource_id))
             latest = now
             if srv is not None:
@@ -118,8 +119,8 @@ def reconcile(ledger: Ledger, open_servers: Mapping[str, Mapping[str, object]], 
             end = latest if known is None else as_utc(known, f"stop time of {row.user}/{row.resource_id}")
             end = max(row.start, min(end, latest))
             closed.append(record(close_in(row, end, "closed by reconcile: server not running")))
-        open_now = {(r.user, r.resource_id) for r in s.scalars(select(Span).where(Span.kind == KIND, Span.end.is_(None)))}
+        open_now = {(r.user, r.resource_id) for r in s.scalars(select(Span).where(Span.kind == kind, Span.end.is_(None)))}
         for (user, name), srv in sorted(running.items()):
             if (user, name) not in open_now:
-                opened.append(record(_open_missing(s, user, name, srv, now)))
+                opened.append(record(_open_missing(s, user, name, srv, now, kind)))
     return ReconcileResult(closed=closed, opened=opened)

@@ -30,6 +30,7 @@ from tornado import ioloop, web
 from . import api, plot, render
 from .core import CostReporter
 from .enforce import Enforcer, user_status
+from .gatewayapi import gateway_for
 from .hubapi import HubClient, HubUser
 from .periods import Period
 from .usage import StorageMeter, local_sizer
@@ -467,7 +468,7 @@ class Started:
             meter = StorageMeter(reporter.ledger,
                                  local_sizer(cfg.state_dir / "buckets" / cfg["buckets"]["home"]["name"]),
                                  cfg["costs"]["storage_price_per_gb_month"])
-        self.enforcer = Enforcer(reporter, self.hub, meter)
+        self.enforcer = Enforcer(reporter, self.hub, meter, gateway_for(cfg))
 
     async def round(self):
         directory: Directory = self.app.settings["directory"]

@@ -144,6 +144,17 @@ def test_compared_results_in_jupyterlab(workspace):
         page.screenshot(path=str(DOCS / "notebook-compare.png"))
 
 
+def test_05_ensemble_widget_builds_headless(workspace):
+    """Notebook 05 without a browser: the widget is built (labels found in the demo bucket, the budget read);
+    the training itself is clicked through in JupyterLab by tests/test_dask_gateway.py."""
+    nb, text = run_notebook(workspace, "05_ensemble.ipynb")
+    assert "Budget for 20" in text
+    assert "worker profiles you may use: []" in text  # this test hub runs no Dask Gateway
+    assert "Train the ensemble with the widget above first" in text
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for c in nb["cells"]
+               for o in c.get("outputs", []))
+
+
 def test_06_my_costs(workspace):
     _, text = run_notebook(workspace, "06_my_costs.ipynb")
     assert "Period 20" in text and "% used" in text

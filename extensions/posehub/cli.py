@@ -183,6 +183,12 @@ def _cmd_demo_data(args) -> int:
     return 0
 
 
+def _cmd_helm(args) -> int:
+    from . import helm_cli
+
+    return helm_cli.main(args.helm_args)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="posehub", description="PoseHub: JupyterHub for pose estimation labs.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -236,6 +242,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=None, help=cfg_help)
     r.set_defaults(func=_cmd_prices_refresh)
 
+    s = sub.add_parser("helm", help="Kubernetes: render the charts' values from posehub.yaml, validate them",
+                       add_help=False)
+    s.add_argument("helm_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=_cmd_helm)
+
     s = sub.add_parser("demo-data", help="copy DeepLabCut's open-field example into buckets.demo_bucket")
     s.add_argument("--config", default=None, help=cfg_help)
     s.set_defaults(func=_cmd_demo_data)
@@ -243,6 +254,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["helm"]:  # its own parser (posehub.helm_cli), options included
+        from . import helm_cli
+
+        return helm_cli.main(argv[1:])
     args = parser().parse_args(argv)
     return args.func(args)
 

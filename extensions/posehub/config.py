@@ -170,11 +170,33 @@ def _semantic_errors(cfg: dict) -> list[str]:
             )
         seen.setdefault(profile["slug"], i)
     errors += _bucket_errors(cfg["buckets"])
+    errors += _dask_errors(cfg["dask"], list(seen), cfg)
     errors += _auth_errors(cfg["auth"])
     if cfg["auth"]["type"] == "oidc":
         errors += [f"groups.{name}.users: with single sign-on (auth.type: oidc) group members come from the "
                    "identity provider's groups claim; list no users here"
                    for name, g in cfg["groups"].items() if g["users"]]
+    return errors
+
+
+def _dask_errors(d: dict, slugs: list[str], cfg: dict) -> list[str]:
+    errors = []
+    for i, slug in enumerate(d["worker_profiles"]):
+        if slug not in slugs:
+            errors.append(f"dask.worker_profiles[{i}]: unknown profile '{slug}' (expected one of: {', '.join(slugs)})")
+    offered = d["worker_profiles"] or slugs
+    if d["default_worker_profile"] and d["default_worker_profile"] not in offered:
+        errors.append(f"dask.default_worker_profile: '{d['default_worker_profile']}' is not a worker profile "
+                      f"(expected one of: {', '.join(offered)})")
+    ports = {"hub.port": cfg["hub"]["port"], "hub.hub_port": cfg["hub"]["hub_port"],
+             "hub.proxy_api_port": cfg["hub"]["proxy_api_port"], "costs.port": cfg["costs"]["port"], "dask.port": d["port"],
+             "dask.scheduler_port": d["scheduler_port"], "dask.api_port": d["api_port"]}
+    if d["enabled"]:
+        seen_ports: dict = {}
+        for key, port in ports.items():
+            if port in seen_ports:
+                errors.append(f"{key}: port {port} is already used by {seen_ports[port]}")
+            seen_ports.setdefault(port, key)
     return errors
 
 

@@ -109,6 +109,7 @@ def apply_spawner(c, cfg: PoseHubConfig):
 
 
 COST_SERVICE = "cost"
+DASK_SERVICE = "dask-gateway"
 COST_ADMIN_SCOPE = "custom:posehub-costs:admin"
 
 
@@ -131,10 +132,27 @@ def budget_banner(cfg: PoseHubConfig):
     return banner
 
 
+def dask_service(cfg: PoseHubConfig) -> dict:
+    """Dask Gateway as a managed service: the hub starts it (and restarts it with itself) and proxies
+    ``/services/dask-gateway/`` to it; it checks users' tokens with the hub."""
+    from .gateway.settings import addresses
+
+    return {
+        "name": DASK_SERVICE,
+        "url": f"http://{addresses(cfg)['public']}",
+        "command": [sys.executable, "-m", "posehub.gateway.launch", "-f", str(REPO_ROOT / "hub_config" / "dask_gateway_config.py")],
+        "environment": {"POSEHUB_CONFIG": str(cfg.path)},
+        "oauth_no_confirm": True,
+        "display": False,
+    }
+
+
 def apply_costs(c, cfg: PoseHubConfig):
-    """``costs.*`` -> the cost reporter service, its role, the cost admin scope, the budget banner."""
+    """``costs.*`` and ``dask.*`` -> the hub's services (the cost reporter, Dask Gateway), their roles,
+    the cost admin scope, the budget banner."""
     costs = cfg["costs"]
-    c.JupyterHub.services = [{
+    dask = cfg["dask"]["enabled"]
+    services = [{
         "name": COST_SERVICE,
         "url": f"http://127.0.0.1:{costs['port']}",
         "command": [sys.executable, "-m", "cost_reports.launch"],  # answers at once, then loads
@@ -144,17 +162,26 @@ def apply_costs(c, cfg: PoseHubConfig):
         "display": True,
         "info": {"description": "Your spend and budget"},
     }]
+    access = [f"access:services!service={COST_SERVICE}"]
+    roles = [
+        {"name": "posehub-cost-service", "services": [COST_SERVICE],
+         "scopes": ["list:users", "read:users", "read:servers", "servers", "read:groups"]
+                   + ([f"access:services!service={DASK_SERVICE}"] if dask else [])},
+        {"name": "posehub-cost-admins", "scopes": [COST_ADMIN_SCOPE],
+         "users": list(cfg.admins), "groups": list(costs["admin_groups"])},
+    ]
+    if dask:
+        services.append(dask_service(cfg))
+        access.append(f"access:services!service={DASK_SERVICE}")
+        # the gateway reads users' groups and admin flag: they decide the worker profiles a user may use
+        roles.append({"name": "posehub-dask-gateway", "services": [DASK_SERVICE], "scopes": ["read:users"]})
+    c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = {
         COST_ADMIN_SCOPE: {"description": "See everyone's spend and change budgets in PoseHub's cost reporter."},
     }
-    c.JupyterHub.load_roles = [
-        {"name": "posehub-cost-service", "services": [COST_SERVICE],
-         "scopes": ["list:users", "read:users", "read:servers", "servers", "read:groups"]},
-        {"name": "posehub-cost-admins", "scopes": [COST_ADMIN_SCOPE],
-         "users": list(cfg.admins), "groups": list(costs["admin_groups"])},
-        {"name": "user", "scopes": ["self", f"access:services!service={COST_SERVICE}"]},
-        {"name": "server", "scopes": ["users:activity!user", "access:servers!server",
-                                      f"access:services!service={COST_SERVICE}"]},
+    c.JupyterHub.load_roles = roles + [
+        {"name": "user", "scopes": ["self", *access]},
+        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", *access]},
     ]
     c.JupyterHub.template_vars = {"posehub_budget": budget_banner(cfg), "posehub_cost_url": "/services/cost/"}
 

@@ -23,6 +23,8 @@ from traitlets import List, Unicode, default
 from cost_reports.reservations import BudgetExceeded
 
 from . import costs, environments, gpus, profiles, workspace
+from .gateway import policy as gateway_policy
+from .gateway import settings as gateway_settings
 from .storage import MANIFEST_ENV
 from .config import PoseHubConfig, load
 
@@ -200,6 +202,10 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             env["POSEHUB_IMAGE"] = image
         env["POSEHUB_PROFILE"] = self.profile_slug
         env["POSEHUB_COST_URL"] = f"http://127.0.0.1:{self.posehub_config['costs']['port']}/services/cost/"
+        if self.posehub_config["dask"]["enabled"]:
+            env.update(gateway_settings.client_env(self.posehub_config))
+            env["POSEHUB_WORKER_PROFILES"] = gateway_policy.profiles_env(
+                self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin))
         env[MANIFEST_ENV] = str(workspace.manifest_file(Path(self.home_dir)))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
         return env

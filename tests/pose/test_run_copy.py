@@ -5,7 +5,7 @@ import json
 import s3fs
 from fsspec.implementations.local import LocalFileSystem
 
-from posehub.pose.run import copy_run
+from posehub.pose.run import copy_run, run_files
 
 
 def make_run(tmp_path):
@@ -15,7 +15,37 @@ def make_run(tmp_path):
     (src / "run.json").write_text(json.dumps({"seed": 1}))
     (src / "frames").mkdir()
     (src / "frames" / "00000_img.png").write_bytes(b"a copy of a frame, not worth keeping")
+    (src / "train.pkg.slp").write_bytes(b"SLEAP's training labels with every frame embedded")
     return src
+
+
+def test_what_a_run_copy_leaves_out(tmp_path):
+    """Derived copies of the frames and caches stay behind; the model files, record, split and labels go."""
+    src = make_run(tmp_path)
+    dlc = src / "project"
+    (dlc / "labeled-data" / "posehub").mkdir(parents=True)
+    (dlc / "labeled-data" / "posehub" / "img00000.png").write_bytes(b"a frame DeepLabCut's project links")
+    (dlc / "labeled-data" / "posehub" / "CollectedData_me.csv").write_text("scorer,me\n")
+    train = dlc / "dlc-models-pytorch" / "iteration-0" / "posehubJan1-trainset80shuffle1" / "train"
+    train.mkdir(parents=True)
+    for name in ("init-scratch.pt", "snapshot-002.pt", "pytorch_config.yaml", "learning_stats.csv"):
+        (train / name).write_bytes(b"x")
+    (src / "model" / "__pycache__").mkdir()
+    (src / "model" / "__pycache__" / "x.pyc").write_bytes(b"x")
+    for name in ("labels_gt.train.0.slp", "training_config.yaml", "training_log.csv"):
+        (src / "model" / name).write_bytes(b"x")  # sleap-nn's model folder: small, kept
+    for name in ("model.json", "split.json", "metrics.json"):
+        (src / name).write_text("{}")
+    kept = sorted(p.as_posix() for p in run_files(src))
+    assert kept == ["metrics.json", "model.json", "model/best.ckpt", "model/labels_gt.train.0.slp",
+                    "model/training_config.yaml", "model/training_log.csv",
+                    "project/dlc-models-pytorch/iteration-0/posehubJan1-trainset80shuffle1/train/learning_stats.csv",
+                    "project/dlc-models-pytorch/iteration-0/posehubJan1-trainset80shuffle1/train/pytorch_config.yaml",
+                    "project/dlc-models-pytorch/iteration-0/posehubJan1-trainset80shuffle1/train/snapshot-002.pt",
+                    "project/labeled-data/posehub/CollectedData_me.csv", "run.json", "split.json"]
+    dest = tmp_path / "copy"
+    copy_run(src, str(dest))
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == kept
 
 
 def test_copy_to_a_local_bucket_folder(tmp_path):

@@ -70,3 +70,29 @@ def test_bad_parameter_values_are_refused(fw, params, message):
     with pytest.raises(trainers.TrainerError) as e:
         trainers.get(fw)().params(params)
     assert str(e.value) == message
+
+
+def test_parameters_a_trainer_declares_may_be_zero():
+    sleap = trainers.get("sleap")()
+    assert sleap.params({"validation_fraction": 0})["validation_fraction"] == 0  # train on every training frame
+    assert sleap.params({"steps_per_epoch": 0})["steps_per_epoch"] == 0  # its default is 0
+    with pytest.raises(trainers.TrainerError, match=r"^sleap: validation_fraction must be >= 0, got -0.1$"):
+        sleap.params({"validation_fraction": -0.1})
+    with pytest.raises(trainers.TrainerError, match=r"^sleap: learning_rate must be > 0, got 0$"):
+        sleap.params({"learning_rate": 0})
+
+    class Mine(trainers.Trainer):
+        name = "mine"
+        defaults = {"epochs": 1, "dropout": 0.1, "warmup": 5}
+        may_be_zero = frozenset({"dropout"})
+
+    assert Mine().params({"dropout": 0.0})["dropout"] == 0.0
+    with pytest.raises(trainers.TrainerError, match=r"^mine: warmup must be > 0, got 0$"):
+        Mine().params({"warmup": 0})
+
+
+def test_declared_zero_parameters_are_known_parameters():
+    for fw in ("sleap", "dlc"):
+        t = trainers.get(fw)()
+        assert set(t.may_be_zero) <= set(t.defaults)
+        assert t.confmaps is False  # confidence maps only when asked for

@@ -10,6 +10,7 @@ prefix, through ``posehub.storage``) when one is given.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -64,32 +65,56 @@ def train_and_evaluate(labels: Labels, framework: str, params: dict | None = Non
     return RunResult(trainer.name, model, metrics, rec, s, local, url)
 
 
-SKIP = {"frames", "__pycache__"}
+SKIP = {"frames", "__pycache__"}  # folders left out wherever they are: copies of the frames, caches
+SKIP_FILES = ("*.pkg.slp", "init-scratch.pt")  # SLEAP's training labels with the frames embedded; DLC's random init
+IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def skipped(rel: Path) -> bool:
+    """Whether ``copy_run`` leaves out the file at ``rel`` (relative to the run folder): what training derived
+    from the labels and can make again (frame copies, the frames embedded in SLEAP's ``train.pkg.slp``, the
+    images DeepLabCut's project links under ``labeled-data``, DeepLabCut's random starting weights). The
+    model (``model.json`` and the tool's model files), the record, the split and the metrics are kept."""
+    rel = Path(rel)
+    if set(rel.parts[:-1]) & SKIP or rel.name in SKIP:
+        return True
+    if any(rel.match(pattern) for pattern in SKIP_FILES):
+        return True
+    return "labeled-data" in rel.parts[:-1] and rel.suffix.lower() in IMAGES
+
+
+def run_files(local: Path) -> list[Path]:
+    """The files of a run folder that ``copy_run`` copies, relative to it."""
+    local = Path(local)
+    out = []
+    for folder, dirs, files in os.walk(local):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP)
+        for name in sorted(files):
+            rel = (Path(folder) / name).relative_to(local)
+            if not skipped(rel):
+                out.append(rel)
+    return out
 
 
 def copy_run(local: Path, dest: str, fs=None) -> str:
-    """Copy a run folder (not its frame copies) to ``dest``: a local folder or a bucket URL."""
+    """Copy a run folder to ``dest`` (a local folder or a bucket URL), without what :func:`skipped` leaves
+    out; :func:`load_model` reloads the model from the copy."""
+    local = Path(local)
+    files = run_files(local)
     protocols = fs.protocol if fs is not None and isinstance(fs.protocol, tuple) else (getattr(fs, "protocol", ""),)
     if (fs is None and "://" not in dest) or (fs is not None and {"file", "local"} & set(protocols)):
         target = Path(dest)
         target.mkdir(parents=True, exist_ok=True)
-        for item in local.iterdir():
-            if item.name in SKIP:
-                continue
-            to = target / item.name
-            if item.is_dir():
-                shutil.copytree(item, to, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*SKIP))
-            else:
-                shutil.copy2(item, to)
+        for rel in files:
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(local / rel, target / rel)
         return str(target)
     if fs is None:
         import fsspec
 
         fs = fsspec.core.url_to_fs(dest)[0]
-    for f in local.rglob("*"):
-        rel = f.relative_to(local)
-        if f.is_file() and not (set(rel.parts) & SKIP):
-            fs.put_file(str(f), dest.rstrip("/") + "/" + rel.as_posix())
+    for rel in files:
+        fs.put_file(str(local / rel), dest.rstrip("/") + "/" + rel.as_posix())
     return dest
 
 

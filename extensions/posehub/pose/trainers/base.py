@@ -56,11 +56,18 @@ Progress = Callable[[dict], None]  # {"epoch": i, "epochs": n, "loss": x, ...}
 
 class Trainer:
     """Subclass and implement ``train`` and ``predict``; ``defaults`` lists the parameters and their
-    CI-sized values; ``full`` the values a user runs on a GPU."""
+    CI-sized values; ``full`` the values a user runs on a GPU.
+
+    A numeric parameter must be > 0 unless its default is 0 (then >= 0) or it is named in
+    ``may_be_zero``. Set ``confmaps = True`` on an instance to have ``predict`` (and ``predict_frames``)
+    return the confidence maps where the tool exposes them: they take frames x bodyparts x H x W floats,
+    so they are left out unless asked for."""
 
     name = "base"
     defaults: dict = {}
     full: dict = {}
+    may_be_zero: frozenset[str] = frozenset()  # numeric parameters that may be 0 although their default is not
+    confmaps: bool = False  # predict also returns the confidence maps (where the tool has them)
 
     def params(self, given: dict | None = None) -> dict:
         given = dict(given or {})
@@ -74,8 +81,9 @@ class Trainer:
             if isinstance(default, (int, float)) and not isinstance(default, bool):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise TrainerError(f"{self.name}: {key} must be a number, got {value!r}")
-                if value < 0 or (value == 0 and default != 0):
-                    raise TrainerError(f"{self.name}: {key} must be {'>= 0' if default == 0 else '> 0'}, got {value!r}")
+                zero_ok = default == 0 or key in self.may_be_zero
+                if value < 0 or (value == 0 and not zero_ok):
+                    raise TrainerError(f"{self.name}: {key} must be {'>= 0' if zero_ok else '> 0'}, got {value!r}")
         self.check(p)
         return p
 
@@ -87,6 +95,8 @@ class Trainer:
         raise NotImplementedError
 
     def predict(self, model: Model, images: list[np.ndarray]) -> Prediction:
+        """Keypoints and confidences for ``images``; with the confidence maps too where ``self.confmaps``
+        is set and the tool exposes them."""
         raise NotImplementedError
 
     def predict_frames(self, model: Model, labels: Labels, indices, batch: int = 16) -> Prediction:

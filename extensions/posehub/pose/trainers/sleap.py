@@ -52,6 +52,8 @@ class SleapTrainer(Trainer):
     }
     full = {"epochs": 200, "scale": 1.0, "filters": 32, "max_stride": 16, "output_stride": 2, "sigma": 2.5,
             "batch_size": 4, "learning_rate": 1e-4, "steps_per_epoch": 200}
+    may_be_zero = frozenset({"validation_fraction"})  # 0 = train on every training frame, no validation
+    refinement = "integral"  # sleap-nn's sub-pixel refinement of the peaks: "integral" or "none"
 
     def check(self, p):
         if not 0 < p["scale"] <= 1:
@@ -107,21 +109,66 @@ class SleapTrainer(Trainer):
                                                     else round(len(split.train) * (1 - p["validation_fraction"]))),
                       "device": _device(p)})
 
-    def predict(self, model: Model, images: list[np.ndarray], confmaps: bool = False) -> Prediction:
-        from sleap_nn.inference.run import predict
+    def _predictor(self, model: Model, p: dict):
+        """sleap-nn's Predictor for ``model``, kept while the model, device and settings stay the same
+        (``predict_frames`` calls ``predict`` once per batch)."""
+        from sleap_nn.inference.predictor import Predictor
+
+        folder = Path(model.path) / model.info["model_dir"]
+        ckpt = folder / "best.ckpt"
+        key = (str(folder), ckpt.stat().st_mtime_ns if ckpt.exists() else 0, _device(p), p["batch_size"],
+               self.refinement)
+        cached = getattr(self, "_cached_predictor", None)
+        if cached is None or cached[0] != key:
+            cached = (key, Predictor.from_model_paths([str(folder)], device=_device(p), batch_size=p["batch_size"],
+                                                      peak_threshold=0.0, integral_refinement=self.refinement))
+            self._cached_predictor = cached
+        return cached[1]
+
+    def predict(self, model: Model, images: list[np.ndarray], confmaps: bool | None = None) -> Prediction:
+        """Keypoints (image pixels), their confidence-map peak values and, with ``confmaps`` (default:
+        ``self.confmaps``), the maps themselves: ``(frames, bodyparts, H, W)`` float32, the network's raw
+        output (trained towards Gaussians of peak 1, so a little outside [0, 1] here and there; far outside
+        for a barely trained model), with ``stride`` = image pixels per map cell. sleap-nn places map cell
+        (row, col) at image pixel ``(col * stride, row * stride)`` (no half-cell shift: output_stride, then
+        the input scale undone), which is also how ``posehub.ensemble.consensus.refine_peaks`` reads maps."""
         import sleap_io as sio
 
+        want = self.confmaps if confmaps is None else confmaps
         p = model.info.get("params", self.defaults)
         n, k = len(images), len(model.bodyparts)
         points = np.full((n, k, 2), np.nan)
         scores = np.zeros((n, k))
+        maps = None
+        strides = set()
+        if not n:
+            return Prediction(points, scores)
+        predictor = self._predictor(model, p)
         with tempfile.TemporaryDirectory(prefix="posehub-sleap-") as tmp:
             video = sio.Video.from_filename([str(f) for f in write_pngs(images, Path(tmp))])
-            out = predict(video, model_paths=[str(Path(model.path) / model.info["model_dir"])], device=_device(p), batch_size=p["batch_size"],
-                          peak_threshold=0.0)
-            for lf in out:
-                if lf.instances:
-                    arr = lf.instances[0].numpy(scores=True)
-                    points[lf.frame_idx] = arr[:, :2]
-                    scores[lf.frame_idx] = np.nan_to_num(arr[:, 2])
-        return Prediction(points, scores)
+            outs = predictor.predict(video, make_labels=False, return_confmaps=bool(want))
+            video.close()
+        for out in outs:
+            if out.pred_keypoints is None:
+                continue
+            idx = out.frame_indices.cpu().numpy().astype(int)
+            pts = out.pred_keypoints.detach().cpu().numpy()[:, 0]  # (frames, bodyparts, 2): one instance
+            vals = np.nan_to_num(out.pred_peak_values.detach().cpu().numpy()[:, 0].astype(float))
+            points[idx] = pts
+            scores[idx] = np.where(np.isfinite(pts).all(axis=-1), vals, 0.0)
+            if want:
+                info = out.preprocess_info
+                eff = info.eff_scale.detach().cpu().numpy().reshape(-1)
+                strides |= {round(float(info.output_stride) / float(info.input_scale) / float(e), 9) for e in eff}
+                cm = out.pred_confmaps.detach().cpu().numpy().astype(np.float32, copy=False)
+                if maps is None:
+                    maps = np.zeros((n, *cm.shape[1:]), np.float32)
+                maps[idx] = cm
+        if not want:
+            return Prediction(points, scores)
+        if maps is None:
+            raise TrainerError("sleap: sleap-nn returned no confidence maps")
+        if len(strides) != 1:
+            raise TrainerError(f"sleap: the images were resized differently (strides {sorted(strides)}); "
+                               "predict images of one size at a time")
+        return Prediction(points, scores, maps, strides.pop())

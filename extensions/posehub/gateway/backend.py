@@ -1,0 +1,149 @@
+"""The one-machine gateway backend: local processes, PoseHub's policy, every worker metered.
+
+:class:`PoseHubLocalBackend` is Dask Gateway's ``UnsafeLocalBackend`` (processes
+run as the gateway's own Unix user, like the single-user servers of the
+embedded hub, which all run as the hub's user) plus:
+
+* cluster options from the profiles of ``posehub.yaml`` (the worker profile
+  sets the environment, cores, memory and GPUs of each worker);
+* the limits of :func:`posehub.gateway.policy.max_workers` checked when a
+  cluster starts (clusters, workers and GPUs per user, and the budget): a
+  refused cluster gets the user's sentence as the error;
+* a meter: every ``dask.meter_interval_seconds`` the running workers are
+  reconciled with the cost ledger (a ``dask-worker`` span per worker, at its
+  profile's price), so spend shows up in the cost reports and counts against
+  the budget, and spans survive a gateway restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from dask_gateway_server.backends.base import PublicException
+from dask_gateway_server.backends.db_base import JobStatus
+from dask_gateway_server.backends.local import UnsafeLocalBackend
+from dask_gateway_server.options import Options, Select
+from traitlets import Float, Unicode
+
+from cost_reports.reconcile import RunningServer, reconcile
+
+from .. import environments
+from ..config import load
+from ..costs import CostGate
+from . import policy
+
+KIND = "dask-worker"
+CHARGED = (JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.CLOSING)
+
+
+def _time(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc) if ms else None
+
+
+class PoseHubLocalBackend(UnsafeLocalBackend):
+    posehub_config_file = Unicode("", config=True, help="posehub.yaml (default: $POSEHUB_CONFIG or the embedded one)")
+    meter_interval = Float(10.0, config=True, help="Seconds between two reconciliations of workers and the ledger")
+
+    async def setup(self, app):
+        self.posehub = load(self.posehub_config_file or None)
+        self.gate = CostGate(self.posehub)
+        self.cluster_options = self.options_for
+        self._start_lock = asyncio.Lock()
+        await super().setup(app)
+        self._meter_task = asyncio.ensure_future(self._meter_loop())
+
+    async def cleanup(self):
+        task = getattr(self, "_meter_task", None)
+        if task is not None:
+            task.cancel()
+        await super().cleanup()
+        if hasattr(self, "gate"):
+            await asyncio.to_thread(self.meter)
+
+    # ------------------------------------------------------------ options and limits
+
+    def offered(self, user) -> list[dict]:
+        return policy.worker_profiles(self.posehub, user.name, user.groups, user.admin)
+
+    def options_for(self, user) -> Options:
+        offered = self.offered(user)
+        if not offered:
+            return Options(handler=self.handler)
+        return Options(
+            Select("profile", [p["slug"] for p in offered], default=policy.default_profile(self.posehub, offered),
+                   label="Worker profile"),
+            handler=self.handler,
+        )
+
+    def _running(self, username: str) -> list[policy.Running]:
+        return [policy.Running(c.name, c.options.get("profile", ""), int(c.config.get("cluster_max_workers") or 0))
+                for c in self.db.list_clusters(username=username)]
+
+    def handler(self, options, user) -> dict:
+        """Cluster options -> ClusterConfig overrides, or a Refused message (shown to the user)."""
+        offered = self.offered(user)
+        profile = policy.check_profile(self.posehub, options.get("profile"), offered)
+        if not environments.is_built(profile["image"]):
+            raise policy.Refused(f"The environment of image '{profile['image']}' (worker profile '{profile['slug']}') "
+                                 f"is not built on this machine: ask the admin to run "
+                                 f"`{environments.build_command(profile['image'])}`.")
+        left = self.gate.remaining(user.name, user.groups)
+        workers = policy.max_workers(self.posehub, profile, self._running(user.name), left.remaining,
+                                     self.gate.block_hours, left.budget.total, left.period.label)
+        return policy.cluster_config(self.posehub, profile, workers, config_path=str(self.posehub.path))
+
+    async def start_cluster(self, user, cluster_options):
+        offered = self.offered(user)
+        if not offered:
+            raise PublicException(f"No worker profile is open to you: ask {self.posehub['hub']['admin_contact']}.")
+        requested = dict(cluster_options or {})
+        try:
+            if "profile" in requested:
+                policy.check_profile(self.posehub, requested["profile"], offered)
+        except policy.Refused as e:
+            raise PublicException(str(e)) from None
+        async with self._start_lock:  # two clusters asked at once cannot both pass a limit only one fits in
+            name = await super().start_cluster(user, requested)
+        self.log.info("cluster %s of %s: %s, up to %s workers", name, user.name,
+                      self.db.get_cluster(name).options.get("profile"),
+                      self.db.get_cluster(name).config.get("cluster_max_workers"))
+        return name
+
+    # ------------------------------------------------------------ metering
+
+    def workers(self) -> tuple[dict, dict]:
+        """({user: {resource: RunningServer}}, {user: {resource: stop time}}) from the gateway's records."""
+        running: dict = {}
+        stopped: dict = {}
+        for cluster in list(self.db.name_to_cluster.values()):
+            profile = self.posehub.profile(cluster.options.get("profile", ""))
+            for w in list(cluster.workers.values()):
+                rid = policy.worker_resource_id(cluster.name, w.name)
+                if w.status in CHARGED and w.target < JobStatus.STOPPED and profile is not None:
+                    running.setdefault(cluster.username, {})[rid] = RunningServer(
+                        started=_time(w.start_time), profile=profile["slug"],
+                        price_per_hour=Decimal(str(profile["price_per_hour"])))
+                elif w.stop_time:
+                    stopped.setdefault(cluster.username, {})[rid] = _time(w.stop_time)
+        return running, stopped
+
+    def meter(self):
+        running, stopped = self.workers()
+        result = reconcile(self.gate.ledger, running, stopped_at=stopped, kind=KIND)
+        for span in result.opened:
+            self.log.info("meter: %s's worker %s costs from %s", span.user, span.resource_id, span.start)
+        for span in result.closed:
+            self.log.info("meter: %s's worker %s stopped at %s", span.user, span.resource_id, span.end)
+        return result
+
+    async def _meter_loop(self):
+        while True:
+            try:
+                await asyncio.to_thread(self.meter)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the ledger may be busy; the next round catches up
+                self.log.exception("meter: could not reconcile workers with the ledger")
+            await asyncio.sleep(self.meter_interval)

@@ -1,0 +1,481 @@
+"""posehub.yaml -> values of the Zero to JupyterHub (``jupyterhub``) and ``dask-gateway`` Helm charts.
+
+Pure renderers: :func:`z2jh_values` and :func:`dask_gateway_values` read a loaded
+:class:`~posehub.config.PoseHubConfig` and return plain dicts (written as YAML by
+``posehub.helm_cli``); :func:`schema_errors` checks them against a chart's values
+schema. The one-machine wiring (``posehub.hubapply``) is reused where it is pure:
+roles, scopes, groups and local accounts come from its ``apply_*`` functions, run
+on a traitlets ``Config`` instead of the hub's ``c``.
+
+What values cannot express runs in the hub pod: ``posehub.kubehub.apply_hub_pod``,
+called by the one line of ``hub.extraConfig``, narrows ``c.KubeSpawner.profile_list``
+to the profiles a user may use and checks the budget before a spawn. The hub image
+(``deploy/hub/Dockerfile``) has posehub installed for it; posehub.yaml is mounted
+from ``hub.extraFiles``.
+
+Names chosen here (the README's secrets and releases): the JupyterHub release
+``posehub``, the dask-gateway release ``dask-gateway``, the Secrets
+``posehub-oidc`` (key ``client-secret``) and ``posehub-db`` (key ``password``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pprint
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from . import profiles
+from .config import PoseHubConfig, format_path, validate
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_NODE_SELECTOR = {"posehub.org/node-purpose": "gpu"}
+GPU_TOLERATIONS = [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}]
+
+HUB_RELEASE = "posehub"
+DASK_RELEASE = "dask-gateway"
+CONFIG_MOUNT = "/usr/local/etc/posehub/posehub.yaml"
+STATE_DIR = "/srv/jupyterhub/posehub"  # on the hub's volume (hub.db.type sqlite-pvc)
+HUB_API_PORT = 8081
+OIDC_SECRET = {"name": "posehub-oidc", "key": "client-secret"}
+OIDC_SECRET_ENV = "OAUTH_CLIENT_SECRET"  # OAuthenticator's default source of client_secret
+DB_SECRET = {"name": "posehub-db", "key": "password"}
+DB_PASSWORD_ENV = "PGPASSWORD"  # read by libpq/psycopg when the URL has no password
+SCHEDULER = {"cores": 1, "memory": "1G"}
+
+CHARTS = {"jupyterhub": "z2jh", "dask-gateway": "dask-gateway"}  # chart -> file prefix in the schemas folder
+
+
+class RenderError(ValueError):
+    """posehub.yaml cannot be rendered for Kubernetes; ``str()`` names the key and what to do."""
+
+
+# ---------------------------------------------------------------- images and GPU placement
+
+
+def image_ref(cfg: PoseHubConfig, image: str, registry: str, tag: str) -> str:
+    """``images.<image>.registry_image`` if set, else ``<registry>/posehub-<image>:<tag>``."""
+    return cfg["images"][image].get("registry_image") or f"{registry.rstrip('/')}/posehub-{image}:{tag}"
+
+
+def split_image(ref: str) -> dict:
+    """``ghcr.io/lab/posehub-pose:0.1`` -> ``{"name": "ghcr.io/lab/posehub-pose", "tag": "0.1"}``."""
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return {"name": ref, "tag": "latest"}
+    return {"name": name, "tag": tag}
+
+
+def _gpus(profile: dict) -> int:
+    return int(profile.get("gpus") or 0)
+
+
+# ---------------------------------------------------------------- KubeSpawner profiles
+
+
+def kubespawner_profile(cfg: PoseHubConfig, profile: dict, *, registry: str, tag: str) -> dict:
+    """One entry of ``singleuser.profileList``: the profile's image, CPU and memory (guaranteed
+    and limit, as on one machine), and for GPU profiles the GPUs and the GPU node group."""
+    override = {
+        "image": image_ref(cfg, profile["image"], registry, tag),
+        "cpu_guarantee": float(profile["cpu"]),
+        "cpu_limit": float(profile["cpu"]),
+        "mem_guarantee": profile["memory"],
+        "mem_limit": profile["memory"],
+    }
+    if _gpus(profile):
+        override.update(extra_resource_limits={GPU_RESOURCE: str(_gpus(profile))},
+                        node_selector=dict(GPU_NODE_SELECTOR), tolerations=copy.deepcopy(GPU_TOLERATIONS))
+    description = profile["description"]
+    return {
+        "display_name": profile["display_name"],
+        "description": f"{description} ({profiles.summary(profile)})" if description else profiles.summary(profile),
+        "slug": profile["slug"],
+        "kubespawner_override": override,
+    }
+
+
+def profile_list(cfg: PoseHubConfig, *, registry: str, tag: str) -> list[dict]:
+    """Every profile, in config order; who may use which is decided in the hub pod (``posehub.kubehub``)."""
+    return [kubespawner_profile(cfg, p, registry=registry, tag=tag) for p in cfg["profiles"]]
+
+
+# ---------------------------------------------------------------- the hub
+
+
+def _without_password(url: str, key: str) -> tuple[str, bool]:
+    """A database URL without its password (which goes in the ``posehub-db`` Secret)."""
+    if not url:
+        return url, False
+    from sqlalchemy.engine import URL, make_url
+
+    u = make_url(url)
+    if u.password is None:
+        return url, False
+    if not u.get_backend_name().startswith("postgres"):
+        raise RenderError(f"{key}: a password in the URL can only be moved to the '{DB_SECRET['name']}' Secret "
+                          "for PostgreSQL; give a URL without password")
+    bare = URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query)
+    return bare.render_as_string(hide_password=False), True
+
+
+def hub_pod_config(cfg: PoseHubConfig) -> dict:
+    """posehub.yaml as the hub pod reads it (mounted at :data:`CONFIG_MOUNT`): state on the hub's
+    volume, no passwords in database URLs, the OIDC client secret from the environment."""
+    data = copy.deepcopy(cfg.data)
+    data["hub"]["state_dir"] = STATE_DIR
+    data["hub"]["db_url"], _ = _without_password(data["hub"]["db_url"], "hub.db_url")
+    data["costs"]["db_url"], _ = _without_password(data["costs"]["db_url"], "costs.db_url")
+    if data["auth"]["type"] == "oidc":
+        data["auth"]["oidc"].update(client_secret_file="", client_secret_env=OIDC_SECRET_ENV)
+    return data
+
+
+def _plain(value):
+    """A traitlets Config (sets included) as plain YAML-able data."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _hubapply(pod_cfg: PoseHubConfig):
+    """The one-machine settings of auth, groups and services, as a traitlets Config."""
+    from traitlets.config import Config
+
+    from .hubapply import apply_auth, apply_costs, apply_groups
+
+    c = Config()
+    if pod_cfg["auth"]["type"] == "local":  # apply_oidc reads the client secret: see oidc_authenticator
+        apply_auth(c, pod_cfg)
+    apply_groups(c, pod_cfg)
+    apply_costs(c, pod_cfg)
+    return c
+
+
+def oidc_authenticator(cfg: PoseHubConfig) -> dict:
+    """``auth.oidc`` -> PoseHubOIDCAuthenticator settings, as ``hubapply.apply_oidc`` sets them, but
+    without the client secret (the hub reads it from $OAUTH_CLIENT_SECRET, from a Secret)."""
+    from .oidc import settings
+
+    o = settings(cfg)
+    if not cfg["auth"]["oidc"]["callback_url"]:
+        raise RenderError("auth.oidc.callback_url: set it to the hub's public address + /hub/oauth_callback "
+                          "(as registered with the provider); on Kubernetes there is no default")
+    a = {
+        "issuer_url": o["issuer_url"], "institution_name": o["institution_name"],
+        "login_service": o["institution_name"], "admin_contact": cfg["hub"]["admin_contact"],
+        "client_id": o["client_id"], "oauth_callback_url": o["callback_url"], "scope": o["scopes"],
+        "username_claim": o["username_claim"], "discovery_timeout": o["timeout_seconds"],
+        "http_request_kwargs": {"connect_timeout": o["timeout_seconds"], "request_timeout": o["timeout_seconds"] * 2},
+        "pass_tokens_to_server": o["pass_tokens_to_server"], "enable_auth_state": True,
+        "refresh_pre_spawn": False, "auth_refresh_age": 0,
+        "allowed_groups": sorted(o["allowed_groups"]), "admin_groups": sorted(o["admin_groups"]),
+        "allow_all": not o["allowed_groups"], "admin_users": sorted(cfg.admins),
+        "custom_403_message": (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
+                               f"Ask {cfg['hub']['admin_contact']} for access."),
+    }
+    if o["groups_claim"]:
+        a.update(auth_state_groups_key=f"oauth_user.{o['groups_claim']}", manage_groups=True)
+    return a
+
+
+def _secret_env(secret: dict) -> dict:
+    return {"valueFrom": {"secretKeyRef": dict(secret)}}
+
+
+def dask_names(namespace: str, release: str = DASK_RELEASE) -> dict:
+    """In-cluster addresses of the dask-gateway chart's services (its ``dask-gateway.fullname``)."""
+    fullname = release if "dask-gateway" in release else f"{release}-dask-gateway"
+    traefik = f"traefik-{fullname}.{namespace}"
+    return {"fullname": fullname, "traefik_url": f"http://{traefik}", "proxy_address": f"gateway://{traefik}:80"}
+
+
+def _pods(release: str, component: str) -> dict:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dask-gateway",
+                                            "app.kubernetes.io/instance": release,
+                                            "app.kubernetes.io/component": component}}}
+
+
+def _auth_values(cfg: PoseHubConfig, c) -> tuple[dict, dict]:
+    """``hub.config`` of the authenticator, groups and scopes, and the hub's environment for them."""
+    jh = _plain(c.JupyterHub)
+    config = {"JupyterHub": {"authenticator_class": jh.get("authenticator_class", ""),
+                             "custom_scopes": jh["custom_scopes"]}}
+    if "load_groups" in jh:
+        config["JupyterHub"]["load_groups"] = jh["load_groups"]
+    env: dict = {"POSEHUB_CONFIG": CONFIG_MOUNT}
+    if cfg["auth"]["type"] == "oidc":
+        config["JupyterHub"]["authenticator_class"] = "posehub.oidc.PoseHubOIDCAuthenticator"
+        config["PoseHubOIDCAuthenticator"] = oidc_authenticator(cfg)
+        env[OIDC_SECRET_ENV] = _secret_env(OIDC_SECRET)
+    else:
+        for section in ("Authenticator", "NativeAuthenticator", "PoseHubLocalAuthenticator"):
+            config[section] = _plain(c[section])
+    return config, env
+
+
+def _db_values(cfg: PoseHubConfig) -> tuple[dict, dict]:
+    """``hub.db`` (empty: the chart's SQLite on the hub's volume) and the password's environment."""
+    hub_db, hub_pw = _without_password(cfg["hub"]["db_url"], "hub.db_url")
+    _, ledger_pw = _without_password(cfg["costs"]["db_url"], "costs.db_url")
+    db: dict = {}
+    if hub_db.startswith("postgres"):
+        db = {"type": "postgres", "url": hub_db}
+        if not cfg["costs"]["db_url"]:
+            raise RenderError("costs.db_url: with the hub database on PostgreSQL the hub pod has no volume for "
+                              "the cost ledger's SQLite file; set costs.db_url to a PostgreSQL database too")
+    return db, ({DB_PASSWORD_ENV: _secret_env(DB_SECRET)} if hub_pw or ledger_pw else {})
+
+
+def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str = "posehub",
+                release: str = HUB_RELEASE, dask_release: str = DASK_RELEASE) -> dict:
+    """Values of the ``jupyterhub`` chart (Zero to JupyterHub) for this config."""
+    from .hubapply import COST_SERVICE, DASK_SERVICE
+
+    pod_data = hub_pod_config(cfg)
+    c = _hubapply(validate(copy.deepcopy(pod_data), CONFIG_MOUNT))
+    hub_config, env = _auth_values(cfg, c)
+    db, db_env = _db_values(cfg)
+    env.update(db_env)
+
+    # the cost service runs in the hub pod; the proxy and the servers reach it on the hub's Service
+    port = cfg["costs"]["port"]
+    cost = next(s for s in _plain(c.JupyterHub.services) if s["name"] == COST_SERVICE)
+    services = {COST_SERVICE: {**{k: v for k, v in cost.items() if k != "name"},
+                               "url": f"http://hub:{port}",
+                               "command": ["python3", "-m", "cost_reports.launch"],
+                               "environment": {"POSEHUB_CONFIG": CONFIG_MOUNT}}}
+    roles = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in _plain(c.JupyterHub.load_roles)}
+    user_env: dict = {"POSEHUB_COST_URL": f"http://hub.{namespace}:{port}/services/cost/"}
+    hub_pods = {"podSelector": {"matchLabels": {"component": "hub", "release": release}}}
+    hub_ingress = [{"ports": [{"port": port, "protocol": "TCP"}],
+                    "from": [{"podSelector": {"matchLabels": {"hub.jupyter.org/network-access-hub": "true"}}}]}]
+    user_egress = [{"to": [hub_pods], "ports": [{"port": port, "protocol": "TCP"}]}]
+
+    if cfg["dask"].get("enabled", True):
+        names = dask_names(namespace, dask_release)
+        services[DASK_SERVICE] = {"url": names["traefik_url"], "display": False}  # api token: made by the chart
+        # the stock gateway reads the user's groups with the user's own (server) token
+        roles["server"]["scopes"] = [*roles["server"]["scopes"], "read:users:groups!user"]
+        user_env.update({
+            "DASK_GATEWAY__ADDRESS": f"{names['traefik_url']}/services/{DASK_SERVICE}",
+            "DASK_GATEWAY__PROXY_ADDRESS": names["proxy_address"],
+            "DASK_GATEWAY__PUBLIC_ADDRESS": f"/services/{DASK_SERVICE}/",
+            "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        })
+        hub_ingress.append({"ports": [{"port": HUB_API_PORT, "protocol": "TCP"}],
+                            "from": [_pods(dask_release, "gateway")]})
+        user_egress.append({"to": [_pods(dask_release, "traefik")], "ports": [{"port": 8000, "protocol": "TCP"}]})
+
+    hub = {
+        "image": split_image(image_ref_hub(registry, tag)),
+        "config": hub_config,
+        "extraEnv": env,
+        "extraFiles": {"posehub-config": {"mountPath": CONFIG_MOUNT, "data": pod_data}},
+        "extraConfig": {"posehub": "from posehub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"},
+        "services": services,
+        "loadRoles": roles,
+        "service": {"extraPorts": [{"name": "posehub-cost", "port": port, "targetPort": port}]},
+        "networkPolicy": {"ingress": hub_ingress},
+    }
+    if db:
+        hub["db"] = db
+    return {
+        "hub": hub,
+        "singleuser": {
+            "image": split_image(image_ref(cfg, cfg["profiles"][0]["image"], registry, tag)),
+            "defaultUrl": "/lab",
+            "profileList": profile_list(cfg, registry=registry, tag=tag),
+            "extraEnv": user_env,
+            "networkPolicy": {"egress": user_egress},
+        },
+    }
+
+
+def image_ref_hub(registry: str, tag: str) -> str:
+    """The hub image: Zero to JupyterHub's k8s-hub with posehub installed (deploy/hub/Dockerfile)."""
+    return f"{registry.rstrip('/')}/posehub-hub:{tag}"
+
+
+# ---------------------------------------------------------------- dask-gateway
+
+
+def dask_worker_profiles(cfg: PoseHubConfig) -> list[dict]:
+    """``dask.worker_profiles`` (empty: every profile), less GPU profiles that ``dask.max_gpus_per_user``
+    leaves no worker for."""
+    d = cfg["dask"]
+    slugs = d.get("worker_profiles") or [p["slug"] for p in cfg["profiles"]]
+    chosen = [cfg.profile(s) for s in slugs]
+    return [p for p in chosen if not _gpus(p) or d["max_gpus_per_user"] // _gpus(p) >= 1]
+
+
+def dask_max_workers(cfg: PoseHubConfig, profile: dict) -> int:
+    """Workers one cluster of ``profile`` may have: ``dask.max_workers_per_user``, and for GPU
+    profiles no more than ``dask.max_gpus_per_user`` GPUs."""
+    d = cfg["dask"]
+    n = d["max_workers_per_user"]
+    return min(n, d["max_gpus_per_user"] // _gpus(profile)) if _gpus(profile) else n
+
+
+def dask_cluster_config(cfg: PoseHubConfig, profile: dict, *, registry: str, tag: str) -> dict:
+    """KubeClusterConfig overrides of a cluster with ``profile`` workers: the one-machine
+    ``posehub.gateway.policy.cluster_config`` (cores, threads, memory, environment), with the
+    profile's image instead of a local environment, limits, and the GPU node group for GPUs."""
+    from .gateway.policy import cluster_config
+
+    conf = cluster_config(cfg, profile, dask_max_workers(cfg, profile))
+    conf["environment"] = {k: v for k, v in conf["environment"].items()
+                           if k not in ("PATH", "VIRTUAL_ENV", "POSEHUB_CONFIG")}
+    conf.update(
+        image=image_ref(cfg, profile["image"], registry, tag),
+        scheduler_cmd=["dask", "scheduler"], worker_cmd=["dask", "worker"],
+        worker_cores_limit=conf["worker_cores"], worker_memory_limit=conf["worker_memory"],
+    )
+    if _gpus(profile):
+        conf["worker_extra_container_config"] = {"resources": {"limits": {GPU_RESOURCE: str(_gpus(profile))}}}
+        conf["worker_extra_pod_config"] = {"nodeSelector": dict(GPU_NODE_SELECTOR),
+                                           "tolerations": copy.deepcopy(GPU_TOLERATIONS)}
+    return conf
+
+
+def default_worker_profile(cfg: PoseHubConfig) -> dict:
+    """``dask.default_worker_profile``, else the first worker profile open to everyone, else the first."""
+    offered = dask_worker_profiles(cfg)
+    if not offered:
+        raise RenderError("dask.worker_profiles: no profile can run Dask workers (GPU profiles need "
+                          "dask.max_gpus_per_user of at least their gpus)")
+    wanted = cfg["dask"].get("default_worker_profile")
+    for p in offered:
+        if p["slug"] == wanted:
+            return p
+    return next((p for p in offered if profiles.may_use(p, "", [])), offered[0])
+
+
+_OPTIONS_SNIPPET = '''\
+# PoseHub worker profiles, rendered by posehub.helm from posehub.yaml (change that file, not this).
+import copy as _copy
+
+from dask_gateway_server.options import Options as _Options, Select as _Select
+
+_POSEHUB = {data}
+
+
+def _posehub_may_use(access, user):
+    if user.admin or (access["users"] is None and access["groups"] is None):
+        return True
+    return user.name in (access["users"] or []) or bool(set(user.groups) & set(access["groups"] or []))
+
+
+def _posehub_cluster(options, user):
+    profile = _POSEHUB["profiles"][options.profile]
+    if not _posehub_may_use(profile["access"], user):
+        raise ValueError("Worker profile '%s' is not open to you. Ask %s for access."
+                         % (options.profile, _POSEHUB["contact"]))
+    return _copy.deepcopy(profile["config"])
+
+
+c.Backend.cluster_options = _Options(
+    _Select("profile", list(_POSEHUB["profiles"]), default=_POSEHUB["default"], label="Worker profile"),
+    handler=_posehub_cluster,
+)
+'''
+
+
+def gateway_options_snippet(cfg: PoseHubConfig, *, registry: str, tag: str) -> str:
+    """``gateway.extraConfig``: the cluster option ``profile`` (a worker profile), checked against the
+    profile's access rules (as :func:`posehub.profiles.may_use`) and turned into its cluster config.
+    The gateway pod runs the stock dask-gateway-server image, so the data is inlined (a Python literal)."""
+    data = {
+        "default": default_worker_profile(cfg)["slug"],
+        "contact": cfg["hub"]["admin_contact"],
+        "profiles": {p["slug"]: {"access": {"users": p.get("allowed_users"), "groups": p.get("allowed_groups")},
+                                 "config": dask_cluster_config(cfg, p, registry=registry, tag=tag)}
+                     for p in dask_worker_profiles(cfg)},
+    }
+    return _OPTIONS_SNIPPET.format(data=pprint.pformat(data, width=100, sort_dicts=False))
+
+
+def dask_gateway_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str,
+                        release: str = DASK_RELEASE) -> dict:
+    """Values of the ``dask-gateway`` chart (Kubernetes backend): JupyterHub auth with the token the
+    jupyterhub chart made for the ``dask-gateway`` service, served under the hub's
+    ``/services/dask-gateway``, workers of the default worker profile unless a cluster asks for another."""
+    from .hubapply import DASK_SERVICE
+
+    default = dask_cluster_config(cfg, default_worker_profile(cfg), registry=registry, tag=tag)
+    worker = {
+        "cores": {"request": default["worker_cores"], "limit": default["worker_cores_limit"]},
+        "memory": {"request": default["worker_memory"], "limit": default["worker_memory_limit"]},
+        "threads": default["worker_threads"],
+    }
+    if "worker_extra_pod_config" in default:
+        worker["extraPodConfig"] = default["worker_extra_pod_config"]
+        worker["extraContainerConfig"] = default["worker_extra_container_config"]
+    return {
+        "gateway": {
+            "prefix": f"/services/{DASK_SERVICE}",
+            "auth": {"type": "jupyterhub", "jupyterhub": {
+                "apiUrl": f"http://hub.{namespace}:{HUB_API_PORT}/hub/api",
+                "apiTokenFromSecretName": "hub",
+                "apiTokenFromSecretKey": f"hub.services.{DASK_SERVICE}.apiToken",
+                "jupyterhubServiceName": DASK_SERVICE,
+            }},
+            "backend": {
+                "image": split_image(default["image"]),
+                "environment": {k: str(v) for k, v in default["environment"].items()},
+                "scheduler": {"cores": {"request": SCHEDULER["cores"], "limit": SCHEDULER["cores"]},
+                              "memory": {"request": SCHEDULER["memory"], "limit": SCHEDULER["memory"]}},
+                "worker": worker,
+            },
+            "extraConfig": {"posehub-options": gateway_options_snippet(cfg, registry=registry, tag=tag)},
+        },
+        # reached through the hub's proxy (/services/dask-gateway) and from the cluster only
+        "traefik": {"service": {"type": "ClusterIP"}},
+    }
+
+
+# ---------------------------------------------------------------- chart schemas
+
+
+def merge_values(defaults, values):
+    """Helm's merge of user values over a chart's defaults: maps merge, everything else replaces,
+    ``None`` removes a default."""
+    if not (isinstance(defaults, dict) and isinstance(values, dict)):
+        return copy.deepcopy(values)
+    out = copy.deepcopy(defaults)
+    for key, value in values.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_values(out.get(key), value)
+    return out
+
+
+def schema_errors(values: dict, schema: dict, defaults: dict | None = None) -> list[str]:
+    """``path: problem`` for each place where ``values`` (merged over the chart's ``defaults``, as
+    helm does before it validates) breaks the chart's values schema; [] when they fit."""
+    merged = merge_values(defaults or {}, values)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(merged), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{format_path(list(e.absolute_path))}: {e.message}" for e in errors]
+
+
+def chart_schema(schemas_dir: str | os.PathLike, chart: str) -> tuple[dict, dict]:
+    """The values schema and default values of ``chart`` from ``<schemas_dir>/<prefix>-values{.schema,}.yaml``."""
+    prefix = CHARTS[chart]
+    d = Path(schemas_dir)
+    return tuple(yaml.safe_load((d / f"{prefix}-values{kind}.yaml").read_text()) or {}
+                 for kind in (".schema", ""))
+
+
+def validate_chart(values: dict, chart: str, schemas_dir: str | os.PathLike) -> list[str]:
+    """:func:`schema_errors` of ``values`` against ``chart``'s schema in ``schemas_dir``."""
+    schema, defaults = chart_schema(schemas_dir, chart)
+    return schema_errors(values, schema, defaults)

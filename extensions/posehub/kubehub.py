@@ -1,0 +1,89 @@
+"""What runs in the hub pod on Kubernetes, from ``hub.extraConfig`` (rendered by ``posehub.helm``).
+
+Zero to JupyterHub's own config sets KubeSpawner from the chart values first;
+:func:`apply_hub_pod` then adds what values cannot express: the profiles a user
+may use (``c.KubeSpawner.profile_list`` as a callable over the rendered list),
+the budget check before a spawn (the same messages as on one machine), the
+server's ``POSEHUB_PROFILE``, the PoseHub page templates and budget banner.
+The hub image (``deploy/hub/Dockerfile``) has posehub installed for it, and
+posehub.yaml is mounted at ``$POSEHUB_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from . import profiles
+from .config import PoseHubConfig
+from .helm import DB_PASSWORD_ENV
+
+SERVICE_ENV_FROM_HUB = (DB_PASSWORD_ENV,)  # a managed service does not inherit the hub's environment
+
+
+def restrict_profiles(cfg: PoseHubConfig, offered: list[dict]):
+    """``KubeSpawner.profile_list`` as a callable: the rendered list narrowed to the profiles
+    the user may use (:func:`posehub.profiles.allowed_profiles`)."""
+
+    def profile_list_for(spawner) -> list[dict]:
+        user = spawner.user
+        groups = sorted(g.name for g in user.groups)
+        allowed = {p["slug"] for p in profiles.allowed_profiles(cfg, user.name, groups, bool(user.admin))}
+        return [p for p in offered if p["slug"] in allowed]
+
+    return profile_list_for
+
+
+def budget_check(cfg: PoseHubConfig):
+    """``KubeSpawner.pre_spawn_hook``: refuse a profile the user may not use, or whose minimum block
+    their budget does not cover, with the same messages as on one machine. The cost service opens
+    and closes the server's ledger span (it reconciles with the servers the hub runs)."""
+
+    async def pre_spawn_hook(spawner) -> None:
+        from .costs import gate_for
+        from .spawner import ProfileError
+
+        user = spawner.user
+        groups = sorted(g.name for g in user.groups)
+        offered = profiles.allowed_profiles(cfg, user.name, groups, bool(user.admin))
+        slug = (spawner.user_options or {}).get("profile") or (offered[0]["slug"] if offered else "")
+        profile = cfg.profile(slug)
+        if profile is None or profile not in offered:
+            raise ProfileError(403, f"You may not use the profile '{slug}'. "
+                                    f"Ask {cfg['hub']['admin_contact']} for access.")
+        check = await asyncio.to_thread(gate_for(cfg).precheck, user.name, groups, profile)
+        if not check.ok:
+            raise ProfileError(403, check.message)
+
+    return pre_spawn_hook
+
+
+def profile_slug(spawner) -> str:
+    """``POSEHUB_PROFILE`` of a server: the profile it was started with (kept in its ledger records)."""
+    return (spawner.user_options or {}).get("profile") or ""
+
+
+def apply_hub_pod(c, cfg: PoseHubConfig | None = None, environ=os.environ) -> None:
+    """Run by ``hub.extraConfig`` after Zero to JupyterHub's own config: profile access rules and
+    the budget gate, ``POSEHUB_PROFILE`` in servers, the PoseHub page templates and budget banner,
+    the state folder, the database password for the cost service."""
+    from .config import load
+    from .hubapply import COST_SERVICE, TEMPLATES, budget_banner
+
+    cfg = cfg or load()
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    offered = c.KubeSpawner.profile_list
+    if not isinstance(offered, list):
+        raise RuntimeError("PoseHub: singleuser.profileList is not set (render the values with posehub.helm_cli)")
+    c.KubeSpawner.profile_list = restrict_profiles(cfg, list(offered))
+    c.KubeSpawner.pre_spawn_hook = budget_check(cfg)
+    env = c.KubeSpawner.environment if isinstance(c.KubeSpawner.environment, dict) else {}
+    c.KubeSpawner.environment = {**env, "POSEHUB_PROFILE": profile_slug}
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
+    c.JupyterHub.template_vars = {"posehub_budget": budget_banner(cfg), "posehub_cost_url": "/services/cost/"}
+    passed = {k: environ[k] for k in SERVICE_ENV_FROM_HUB if k in environ}
+    if passed and isinstance(c.JupyterHub.services, list):
+        c.JupyterHub.services = [
+            dict(s, environment={**(s.get("environment") or {}), **passed}) if s.get("name") == COST_SERVICE else s
+            for s in c.JupyterHub.services
+        ]

@@ -1,0 +1,377 @@
+"""Dask Gateway as the hub runs it: real hub, real gateway, real schedulers and workers on loopback.
+
+Clients are the `dask_gateway` client of the pose image's environment, with the
+environment of alice's real server (its hub token, its DASK_GATEWAY__* settings),
+so they see what a notebook sees. What is checked: the worker profiles a user
+is offered (access rules), clusters that start and run work in the profile's
+environment with its resources, the limits per user, the budget refusal, the
+ledger's `dask-worker` spans, and the cost enforcer stopping a cluster at the cap.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+import textwrap
+from decimal import Decimal
+
+import pytest
+import requests
+
+from browser import browser, login
+from hubfixture import REPO, Hub, base_config, free_port, process_env, server_processes, spawn_with_form, wait_for, wait_ready
+
+from cost_reports.core import CostReporter
+from posehub.config import load
+
+pytestmark = [pytest.mark.slow]
+POSE_PY = REPO / ".envs" / "pose" / "bin" / "python"
+PASSWORD = "correct-horse-9"
+DOCS = REPO / "docs"
+# a SLEAP member in seconds on a CPU: errors are large, the mechanics are what is tested
+TINY = {"epochs": 2, "scale": 0.25, "filters": 4, "max_stride": 8, "batch_size": 4, "augment": False}
+ENSEMBLE = f"""
+    import os, signal, time
+    from posehub import storage
+    from posehub.pose import load_labels
+    from posehub.ensemble import train_ensemble
+    labels = load_labels(storage.url("openfield-demo", "labeled-data/m4s1/CollectedData_Pranav.csv"),
+                         fs=storage.filesystem("openfield-demo")).subset(range(0, 116, 5))
+    TINY = {TINY!r}
+
+    def wait_for(cond, timeout, what):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return True
+            time.sleep(0.2)
+        raise TimeoutError(f"{{what}}: {{ens.progress}}\\n" + "\\n".join(ens.log_tail(30)))
+
+    def training(i, epoch=1):
+        p = ens.progress[i]
+        return p["state"] == "running" and p["phase"] == "training" and p["pid"] and (p["epoch"] or 0) >= epoch
+"""
+
+
+def dask_config(tmp) -> dict:
+    cfg = base_config(tmp / "state")
+    cfg["images"]["pose"] = {"description": "SLEAP and DeepLabCut"}
+    cfg["profiles"] += [
+        {"slug": "pose-cpu", "display_name": "Pose (CPU)", "image": "pose", "cpu": 1, "memory": "2G",
+         "price_per_hour": 0.2},
+        {"slug": "gpu-staff", "display_name": "One GPU", "image": "pose", "cpu": 1, "memory": "2G", "gpus": 1,
+         "price_per_hour": 1.0, "allowed_groups": ["staff"]},
+    ]
+    cfg["gpus"] = {"devices": []}
+    cfg["dask"].update({"enabled": True, "worker_profiles": ["pose-cpu", "gpu-staff"], "meter_interval_seconds": 1,
+                        "max_clusters_per_user": 1, "max_workers_per_user": 3})
+    cfg["buckets"]["demo_bucket"] = "openfield-demo"  # DeepLabCut's open-field example, copied by `posehub up`
+    cfg["costs"]["check_interval_seconds"] = 2
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory):
+    if not POSE_PY.exists():
+        pytest.fail(f"the pose image's environment is not built ({POSE_PY}): `make test` builds it")
+    tmp = tmp_path_factory.mktemp("dask")
+    hub = Hub(dask_config(tmp), tmp).start()
+    try:
+        hub.create_user("alice", PASSWORD)
+        hub.create_user("bob", PASSWORD)
+        hub.session("bob", PASSWORD)  # signed in once: only then does the hub know bob
+        s = hub.session("alice", PASSWORD)
+        assert spawn_with_form(hub, s, "pose-cpu").status_code == 200
+        wait_ready(hub, "alice", timeout=300)
+        (pid,) = server_processes(hub, "alice")
+        env = process_env(pid)
+        wait_for(lambda: requests.get(env["DASK_GATEWAY__ADDRESS"] + "/api/health", timeout=5).ok, timeout=60,
+                 what="Dask Gateway")
+        yield {"hub": hub, "env": env}
+    finally:
+        hub.stop()
+        print(f"\n----- hub log (last lines) -----\n{hub.log()[-6000:]}")
+
+
+def with_ensemble(code: str) -> str:
+    return textwrap.dedent(ENSEMBLE) + textwrap.dedent(code)
+
+
+def client(ws, code: str, token: str | None = None, timeout=300) -> dict:
+    """Run ``code`` with the dask_gateway client in the pose environment; it sets ``out`` (JSON)."""
+    env = dict(ws["env"])
+    if token:
+        env["JUPYTERHUB_API_TOKEN"] = token
+    script = f"import faulthandler\nfaulthandler.dump_traceback_later({timeout - 15}, exit=True)\n" \
+             "import json, sys\nfrom dask_gateway import Gateway\ngateway = Gateway()\nout = {}\n" \
+             + textwrap.dedent(code) + "\nprint('OUT=' + json.dumps(out))\n"
+    r = subprocess.run([str(POSE_PY), "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("OUT=")]
+    assert r.returncode == 0 and lines, f"client failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    return json.loads(lines[-1][4:])
+
+
+def refused(ws, options: str, token: str | None = None) -> str:
+    """The error a user gets for ``gateway.new_cluster(<options>)``."""
+    out = client(ws, f"""
+        try:
+            c = gateway.new_cluster({options})
+            out["error"] = ""
+            c.shutdown()
+        except Exception as e:
+            out["error"] = f"{{type(e).__name__}}: {{e}}"
+    """, token)
+    return out["error"]
+
+
+def user_token(hub: Hub, user: str) -> str:
+    r = hub.api("POST", f"/users/{user}/tokens", json={"note": "test", "expires_in": 1200})
+    r.raise_for_status()
+    return r.json()["token"]
+
+
+def cost_api(hub: Hub, method: str, path: str, **kw) -> requests.Response:
+    return requests.request(method, f"{hub.url}/services/cost/api/{path}",
+                            headers={"Authorization": f"token {hub.api_token()}"}, timeout=30, **kw)
+
+
+def ledger(hub: Hub):
+    return CostReporter(load(hub.config_file)).ledger
+
+
+def worker_spans(hub: Hub, user: str, open_only=True):
+    spans = ledger(hub).open_spans(user, kind="dask-worker") if open_only else \
+        [s for s in ledger(hub).spans(CostReporter(load(hub.config_file)).period(), user) if s.kind == "dask-worker"]
+    return spans
+
+
+# ---------------------------------------------------------------- tests
+
+
+def test_offered_worker_profiles_follow_access_rules(gw):
+    out = client(gw, """
+        opts = gateway.cluster_options()
+        out["field"] = list(opts)
+        out["choices"] = opts._fields["profile"].options
+        out["default"] = opts.profile
+    """)
+    assert out["field"] == ["profile"]
+    assert out["choices"] == ["pose-cpu"]  # gpu-staff is for the staff group; cpu-* are not worker profiles
+    assert out["default"] == "pose-cpu"
+
+
+@pytest.mark.parametrize("options, message", [
+    ("profile='gpu-staff'", "Worker profile 'gpu-staff' is not open to you. Profiles you may use: pose-cpu. "
+                            "Ask help@lab.example for access."),
+    ("profile='tpu'", "Unknown worker profile 'tpu'. Profiles you may use: pose-cpu."),
+])
+def test_bad_profiles_are_refused_with_a_clear_message(gw, options, message):
+    assert message in refused(gw, options)
+    assert client(gw, "out['n'] = len(gateway.list_clusters())")["n"] == 0
+
+
+def test_a_cluster_runs_in_the_profile_environment_and_is_metered(gw):
+    hub = gw["hub"]
+    out = client(gw, """
+        import os
+        cluster = gateway.connect(gateway.submit(profile="pose-cpu"))  # outlives this script: stopped below
+        out["name"] = cluster.name
+        cluster.scale(1)
+        c = cluster.get_client()
+        c.wait_for_workers(1, timeout=120)
+        info = c.scheduler_info()
+        out["resources"] = [w["resources"] for w in info["workers"].values()]
+        out["prefix"] = c.submit(lambda: sys.prefix).result()
+        out["sum"] = c.submit(sum, [1, 2, 3]).result()
+        # one cluster at a time (dask.max_clusters_per_user: 1)
+        try:  # (submit: a GatewayCluster that failed to start can deadlock the client when collected)
+            gateway.submit(profile="pose-cpu")
+            out["second"] = ""
+        except Exception as e:
+            out["second"] = str(e)
+        # scaling past the per-user worker limit is capped, with the gateway's message
+        import warnings
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            cluster.scale(5)
+        out["scale_warning"] = " ".join(str(x.message) for x in w)
+        cluster.scale(1)
+        import time; time.sleep(3)  # the meter (every 1 s here) writes the worker's span
+        out["listed"] = [x.name for x in gateway.list_clusters()]
+        c.close()
+    """)
+    assert out["resources"] == [{"member": 1.0}] or out["resources"] == [{"member": 1}]
+    assert out["prefix"] == str(REPO / ".envs" / "pose")
+    assert out["sum"] == 6
+    assert "You already run 1 Dask cluster(s), the most you may run at once is 1" in out["second"]
+    assert "would exceed resource limit of 3 workers" in out["scale_warning"]
+    assert out["listed"] == [out["name"]]
+    spans = wait_for(lambda: worker_spans(hub, "alice"), timeout=30, what="an open dask-worker span")
+    assert {s.resource_id.split("/")[0] for s in spans} == {out["name"]}
+    assert all(s.profile == "pose-cpu" and s.rate == Decimal("0.2") for s in spans)
+    client(gw, f"gateway.stop_cluster({out['name']!r}); out['ok'] = True")
+    wait_for(lambda: not worker_spans(hub, "alice"), timeout=60, what="the worker spans to close")
+    closed = worker_spans(hub, "alice", open_only=False)
+    assert closed and all(s.end is not None and s.end > s.start for s in closed)
+    assert hub.api("GET", "/users/alice").json()["servers"][""]["ready"]  # the server is untouched
+
+
+def test_a_cluster_over_budget_is_refused(gw):
+    hub = gw["hub"]
+    assert cost_api(hub, "PUT", "budgets/user/alice", json={"amount": 0.05, "reason": "test"}).ok
+    try:
+        msg = refused(gw, "profile='pose-cpu'")
+    finally:
+        assert cost_api(hub, "DELETE", "budgets/user/alice?reason=test").ok
+    assert "Not enough budget to start a Dask cluster of 'Pose (CPU)' workers: one worker needs $0.20 " \
+           "for a first block of 1 h at $0.20/h, and you have $" in msg
+    assert " left of $0.05 for " in msg
+    assert "ask help@lab.example for more budget" in msg
+    assert client(gw, "out['n'] = len(gateway.list_clusters())")["n"] == 0
+
+
+def test_the_enforcer_stops_a_cluster_at_the_cap(gw):
+    hub = gw["hub"]
+    bob = user_token(hub, "bob")  # bob has no server: only his cluster can be stopped
+    out = client(gw, """
+        cluster = gateway.connect(gateway.submit(profile="pose-cpu"))  # outlives this script
+        cluster.scale(1)
+        c = cluster.get_client()
+        c.wait_for_workers(1, timeout=120)
+        out["name"] = cluster.name
+        c.close()
+    """, token=bob)
+    wait_for(lambda: worker_spans(hub, "bob"), timeout=30, what="bob's worker span")
+    assert cost_api(hub, "PUT", "budgets/user/bob", json={"amount": 0, "reason": "used up"}).ok
+    try:
+        wait_for(lambda: not client(gw, "out['n'] = [c.name for c in gateway.list_clusters()]", token=bob)["n"],
+                 timeout=90, interval=2, what="the enforcer to stop bob's cluster")
+        wait_for(lambda: not worker_spans(hub, "bob"), timeout=30, what="bob's worker span to close")
+        assert f"stopping bob's Dask cluster {out['name']}" in hub.log()
+    finally:
+        assert cost_api(hub, "DELETE", "budgets/user/bob?reason=test").ok
+
+
+# ---------------------------------------------------------------- ensembles on the gateway's workers
+
+
+def test_ensemble_of_three_with_a_worker_killed_mid_training(gw):
+    """Three SLEAP members on three gateway workers; member 0's worker is killed while it trains: the
+    scheduler runs the member again (on another worker, or the one the nanny restarts), the others go on."""
+    out = client(gw, with_ensemble("""
+        cluster = gateway.new_cluster(profile="pose-cpu")
+        cluster.scale(3)
+        c = cluster.get_client()
+        c.wait_for_workers(3, timeout=180)
+        video = storage.url("openfield-demo", "videos/m3v1mp4.mp4")
+        ens = train_ensemble(labels, "sleap", members=3, config={**TINY, "epochs": 6}, client=c,
+                             video=video, video_fs=storage.filesystem("openfield-demo"), video_frames=3)
+        out["resources"] = ens.resources
+        wait_for(lambda: training(0), 240, "member 0 training")
+        victim = ens.progress[0]["worker"]
+        os.kill(c.run(os.getpid)[victim], signal.SIGKILL)
+        out["killed"] = victim
+        assert ens.wait(600), f"not done: {ens.progress}"
+        r = ens.results()
+        out["progress"] = ens.progress
+        out["table"] = r.table().to_dict(orient="index")
+        out["label_next"] = r.label_next[:5]
+        out["files"] = sorted(r.files)
+        out["dest"] = ens.spec.dest
+        cluster.shutdown()
+    """), timeout=900)
+    assert out["resources"] == {"member": 1}
+    p = out["progress"]
+    assert [m["state"] for m in p] == ["done", "done", "done"], p
+    assert p[0]["attempt"] >= 2 and p[0]["worker"] != out["killed"] or p[0]["attempt"] >= 2
+    assert all(m["attempt"] == 1 for m in p[1:]), p
+    table = out["table"]
+    assert list(table) == ["member 0", "member 1", "member 2", "consensus"]
+    assert all(table[k]["mean px"] >= 0 for k in table)  # finite numbers (JSON has no NaN here)
+    assert out["label_next"] and {"rank", "frame", "score_px", "source"} <= set(out["label_next"][0])
+    home = gw["hub"].state_dir / "buckets" / "posehub-home" / "alice"
+    dest = Path(out["dest"])
+    folder = dest if dest.is_absolute() else home / out["dest"]
+    assert (folder / "ensemble.json").exists() and (folder / "label_next.csv").exists()
+    assert all((folder / f"member-{i}" / "metrics.json").exists() for i in range(3))
+
+
+def test_ensemble_cancel_stops_every_training_process(gw):
+    out = client(gw, with_ensemble("""
+        import psutil
+        cluster = gateway.new_cluster(profile="pose-cpu")
+        cluster.scale(2)
+        c = cluster.get_client()
+        c.wait_for_workers(2, timeout=180)
+        ens = train_ensemble(labels, "sleap", members=2, config={**TINY, "epochs": 500}, client=c)
+        wait_for(lambda: training(0) and training(1), 240, "two members training")
+        pids = [m["pid"] for m in ens.progress]
+        t = time.monotonic()
+        out["confirmed"] = ens.cancel(timeout=30)
+        out["cancel_s"] = time.monotonic() - t
+        time.sleep(1)
+        out["alive"] = [psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids]
+        out["states"] = [m["state"] for m in ens.progress]
+        cluster.shutdown()
+    """), timeout=600)
+    assert out["confirmed"] and out["alive"] == [False, False]
+    assert out["states"] == ["cancelled", "cancelled"]
+
+
+def test_bad_ensemble_input_fails_before_any_worker_starts(gw):
+    out = client(gw, with_ensemble("""
+        from posehub.ensemble import EnsembleError
+        errors = []
+        for kwargs in [dict(labels="s3://nowhere/CollectedData_x.csv", framework="sleap", members=2),
+                       dict(labels=labels, framework="openpose", members=2),
+                       dict(labels=labels, framework="sleap", members=0)]:
+            try:
+                train_ensemble(**kwargs)  # no client, no cluster: the checks come first
+                errors.append("")
+            except EnsembleError as e:
+                errors.append(str(e))
+        out["errors"] = errors
+        out["clusters"] = len(gateway.list_clusters())
+    """))
+    missing, framework, members = out["errors"]
+    assert "nowhere" in missing
+    assert "openpose" in framework and "sleap" in framework and "dlc" in framework
+    assert "members must be" in members and ">= 1" in members
+    assert out["clusters"] == 0
+
+
+def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
+    """Notebook 05 as alice sees it: the widget in JupyterLab, in Chromium; she submits 2 members and
+    gets the table of members vs consensus."""
+    hub = gw["hub"]
+    home = hub.state_dir / "homes" / "alice"
+    nb = json.loads((REPO / "notebooks" / "05_ensemble.ipynb").read_text())
+    params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    params["source"] = 'framework = "sleap"\nmembers = 2\nepochs = 2\nscale = 0.25\nfilters = 4\nvideo_frames = 2\n'
+    (home / "05_ensemble.ipynb").write_text(json.dumps(nb))
+    with browser() as b:
+        page = b.new_page(viewport={"width": 1280, "height": 1400})
+        login(page, hub.url, "alice", PASSWORD)
+        page.goto(f"{hub.url}/user/alice/lab/tree/05_ensemble.ipynb")
+        page.wait_for_selector(".jp-Notebook", timeout=120_000)
+        page.wait_for_timeout(3000)  # the kernel starting
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        page.wait_for_selector(".posehub-ens-submit", timeout=180_000)
+        estimate = page.locator(".posehub-ens-estimate").inner_text()
+        assert estimate.startswith("Estimate: about") and "worker-hour" in estimate
+        assert "Budget for" in page.locator(".posehub-ens-budget").inner_text()
+        assert "Pose (CPU)" in page.locator(".posehub-ens-profile select").inner_text()
+        page.locator(".posehub-ens-submit").click()
+        page.wait_for_selector(".posehub-ens-bar", timeout=180_000)
+        page.wait_for_selector(".posehub-ens-results", timeout=900_000)
+        text = page.locator(".posehub-ens-results").inner_text()
+        assert "member 0" in text and "member 1" in text and "consensus" in text
+        assert "Done: consensus of 2 member(s)" in page.locator(".posehub-ens-message").inner_text()
+        assert "so far" in page.locator(".posehub-ens-cost").inner_text()
+        page.locator(".posehub-ens-results").scroll_into_view_if_needed()
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS / "ensemble-widget.png"), full_page=True)
+    wait_for(lambda: not client(gw, "out['n'] = len(gateway.list_clusters())")["n"], timeout=60,
+             what="the widget's cluster to shut down")

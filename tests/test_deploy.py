@@ -1,0 +1,432 @@
+"""The Kubernetes deployment (deploy/): chart values rendered from posehub.yaml, checked against the
+charts' schemas (from ../shared/schemas when present), the hub pod's hooks, the CLI, Terraform's format."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from posehub import helm, helm_cli, kubehub
+from posehub.config import DEFAULT_CONFIG, load
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMAS = REPO.parent / "shared" / "schemas"
+REG, TAG, NS = "ghcr.io/posehub", "0.1.0", "posehub"
+OIDC_SECRET_VALUE = "oidc-s3cret-value"
+DB_PASSWORD = "db-pa55word"
+
+needs_schemas = pytest.mark.skipif(not (SCHEMAS / "z2jh-values.schema.yaml").exists(),
+                                   reason=f"the charts' values schemas are not here ({SCHEMAS} is missing)")
+
+
+def render(cfg) -> tuple[dict, dict]:
+    return (helm.z2jh_values(cfg, registry=REG, tag=TAG, namespace=NS),
+            helm.dask_gateway_values(cfg, registry=REG, tag=TAG, namespace=NS))
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return load(DEFAULT_CONFIG)
+
+
+def write_config(tmp_path, **changes) -> Path:
+    """The embedded config with ``changes`` (top-level keys replaced), state in tmp_path."""
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    raw["hub"]["state_dir"] = str(tmp_path / "state")
+    raw.update(changes)
+    path = tmp_path / "posehub.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def oidc_gpu(tmp_path, monkeypatch):
+    """Single sign-on, PostgreSQL with passwords in the URLs, a two-GPU profile, a prebuilt image."""
+    monkeypatch.setenv("POSEHUB_OIDC_SECRET", OIDC_SECRET_VALUE)
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    path = write_config(
+        tmp_path,
+        groups={},
+        auth={"type": "oidc", "oidc": {
+            "institution_name": "Example University", "issuer_url": "https://login.example.edu/realms/lab",
+            "client_id": "posehub", "client_secret_env": "POSEHUB_OIDC_SECRET", "admin_groups": ["pi"],
+            "allowed_groups": ["lab"], "callback_url": "https://posehub.example.edu/hub/oauth_callback"}},
+        hub={**raw["hub"], "db_url": f"postgresql+psycopg://hub:{DB_PASSWORD}@db.example.edu/hub"},
+        costs={"db_url": f"postgresql+psycopg://costs:{DB_PASSWORD}@db.example.edu/costs"},
+        images={**raw["images"], "pose": {"registry_image": "registry.example.edu/lab/pose:2025.1"}},
+        profiles=raw["profiles"] + [{"slug": "gpu2", "display_name": "Two GPUs", "image": "pose", "cpu": 16,
+                                     "memory": "64G", "gpus": 2, "price_per_hour": 2.5, "allowed_users": ["pi"]}],
+        dask={"max_gpus_per_user": 2},
+    )
+    return load(path)
+
+
+def profile_entries(values) -> dict:
+    return {p["slug"]: p for p in values["singleuser"]["profileList"]}
+
+
+# ---------------------------------------------------------------- profiles
+
+
+@pytest.mark.parametrize("which", ["embedded", "oidc_gpu"])
+def test_every_profile_has_its_image_cpu_memory_and_gpus(which, request):
+    cfg = request.getfixturevalue(which)
+    entries = profile_entries(render(cfg)[0])
+    assert list(entries) == [p["slug"] for p in cfg["profiles"]]  # config order
+    for p in cfg["profiles"]:
+        e = entries[p["slug"]]
+        o = e["kubespawner_override"]
+        expected_image = cfg["images"][p["image"]]["registry_image"] or f"{REG}/posehub-{p['image']}:{TAG}"
+        assert (e["display_name"], o["image"]) == (p["display_name"], expected_image)
+        assert o["cpu_limit"] == o["cpu_guarantee"] == float(p["cpu"])
+        assert o["mem_limit"] == o["mem_guarantee"] == p["memory"]
+        assert e["description"].startswith(p["description"]) and f"${p['price_per_hour']:.2f}/h" in e["description"]
+        if p["gpus"]:
+            assert o["extra_resource_limits"] == {"nvidia.com/gpu": str(p["gpus"])}
+        else:
+            assert "extra_resource_limits" not in o
+
+
+def test_embedded_images_and_gpu_placement(embedded):
+    entries = profile_entries(render(embedded)[0])
+    assert entries["cpu-small"]["kubespawner_override"]["image"] == "ghcr.io/posehub/posehub-base:0.1.0"
+    assert entries["pose-cpu"]["kubespawner_override"]["image"] == "ghcr.io/posehub/posehub-pose:0.1.0"
+    gpu = entries["gpu"]["kubespawner_override"]
+    assert gpu["node_selector"] == {"posehub.org/node-purpose": "gpu"}
+    assert gpu["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    for slug in ("cpu-small", "pose-cpu", "cpu-large"):
+        assert not {"node_selector", "tolerations"} & set(entries[slug]["kubespawner_override"])
+
+
+def test_gpu_dask_workers_go_to_gpu_nodes_with_their_gpus(oidc_gpu):
+    for slug, gpus in (("gpu", 1), ("gpu2", 2)):
+        conf = helm.dask_cluster_config(oidc_gpu, oidc_gpu.profile(slug), registry=REG, tag=TAG)
+        assert conf["worker_extra_container_config"] == {"resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
+        assert conf["worker_extra_pod_config"] == {"nodeSelector": {"posehub.org/node-purpose": "gpu"},
+                                                   "tolerations": helm.GPU_TOLERATIONS}
+        assert conf["cluster_max_workers"] == 2 // gpus  # dask.max_gpus_per_user: 2
+        assert conf["image"] == "registry.example.edu/lab/pose:2025.1"
+    cpu = helm.dask_cluster_config(oidc_gpu, oidc_gpu.profile("pose-cpu"), registry=REG, tag=TAG)
+    assert "worker_extra_pod_config" not in cpu and cpu["cluster_max_workers"] == 4
+    assert (cpu["worker_cores"], cpu["worker_memory"]) == (4, 16 << 30)
+    assert not {"PATH", "VIRTUAL_ENV", "POSEHUB_CONFIG"} & set(cpu["environment"])  # one-machine only
+
+
+# ---------------------------------------------------------------- hub: auth, secrets, database, services
+
+
+def test_local_accounts_groups_and_roles_as_on_one_machine(embedded):
+    hub = render(embedded)[0]["hub"]
+    jh = hub["config"]["JupyterHub"]
+    assert jh["authenticator_class"] == "posehub.auth.PoseHubLocalAuthenticator"
+    assert jh["load_groups"] == {"staff": {"users": []}}
+    assert hub["config"]["Authenticator"]["admin_users"] == ["admin"]
+    assert hub["config"]["PoseHubLocalAuthenticator"]["bootstrap_password_file"] == f"{helm.STATE_DIR}/admin-password"
+    assert "access:services!service=cost" in hub["loadRoles"]["user"]["scopes"]
+    assert "access:services!service=dask-gateway" in hub["loadRoles"]["server"]["scopes"]
+    assert hub["extraConfig"] == {"posehub": "from posehub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"}
+    mounted = hub["extraFiles"]["posehub-config"]
+    assert mounted["mountPath"] == hub["extraEnv"]["POSEHUB_CONFIG"] == helm.CONFIG_MOUNT
+    assert mounted["data"]["hub"]["state_dir"] == helm.STATE_DIR
+    assert "db" not in hub  # sqlite on the hub's volume, the chart's default
+
+
+def test_services_cost_and_dask_gateway(embedded):
+    jh, dg = render(embedded)
+    services = jh["hub"]["services"]
+    assert services["cost"]["url"] == "http://hub:8010"
+    assert services["cost"]["command"] == ["python3", "-m", "cost_reports.launch"]
+    assert services["dask-gateway"] == {"url": "http://traefik-dask-gateway.posehub", "display": False}
+    assert "api_token" not in services["dask-gateway"] and "apiToken" not in services["dask-gateway"]
+    auth = dg["gateway"]["auth"]
+    assert auth["type"] == "jupyterhub"
+    assert auth["jupyterhub"] == {"apiUrl": "http://hub.posehub:8081/hub/api", "apiTokenFromSecretName": "hub",
+                                  "apiTokenFromSecretKey": "hub.services.dask-gateway.apiToken",
+                                  "jupyterhubServiceName": "dask-gateway"}
+    assert dg["gateway"]["prefix"] == "/services/dask-gateway"
+    assert jh["singleuser"]["extraEnv"]["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://traefik-dask-gateway.posehub:80"
+    assert helm.dask_names("posehub", "lab")["traefik_url"] == "http://traefik-lab-dask-gateway.posehub"
+
+
+def test_oidc_without_inlined_secrets(oidc_gpu):
+    jh, dg = render(oidc_gpu)
+    text = helm_cli.dump(jh) + helm_cli.dump(dg)
+    assert OIDC_SECRET_VALUE not in text and DB_PASSWORD not in text
+    hub = jh["hub"]
+    a = hub["config"]["PoseHubOIDCAuthenticator"]
+    assert hub["config"]["JupyterHub"]["authenticator_class"] == "posehub.oidc.PoseHubOIDCAuthenticator"
+    assert "client_secret" not in a
+    assert (a["client_id"], a["oauth_callback_url"]) == ("posehub", "https://posehub.example.edu/hub/oauth_callback")
+    assert (a["allowed_groups"], a["admin_groups"], a["allow_all"]) == (["lab"], ["pi"], False)
+    assert hub["extraEnv"]["OAUTH_CLIENT_SECRET"] == {
+        "valueFrom": {"secretKeyRef": {"name": "posehub-oidc", "key": "client-secret"}}}
+    assert hub["extraEnv"]["PGPASSWORD"] == {
+        "valueFrom": {"secretKeyRef": {"name": "posehub-db", "key": "password"}}}
+    assert hub["db"] == {"type": "postgres", "url": "postgresql+psycopg://hub@db.example.edu/hub"}
+    mounted = hub["extraFiles"]["posehub-config"]["data"]
+    assert mounted["costs"]["db_url"] == "postgresql+psycopg://costs@db.example.edu/costs"
+    assert mounted["auth"]["oidc"]["client_secret_env"] == "OAUTH_CLIENT_SECRET"
+    assert "load_groups" not in hub["config"]["JupyterHub"]  # groups come from the identity provider
+
+
+def test_oidc_settings_match_the_one_machine_wiring(oidc_gpu):
+    """hubapply.apply_oidc and the rendered hub.config agree on everything but the secret."""
+    from traitlets.config import Config
+
+    from posehub.hubapply import apply_oidc
+
+    c = Config()
+    apply_oidc(c, oidc_gpu)
+    local = helm._plain(c.PoseHubOIDCAuthenticator)
+    assert local.pop("client_secret") == OIDC_SECRET_VALUE
+    assert helm.oidc_authenticator(oidc_gpu) == local
+
+
+def test_oidc_needs_a_callback_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("S", "x")
+    cfg = load(write_config(tmp_path, groups={}, auth={"type": "oidc", "oidc": {
+        "institution_name": "U", "issuer_url": "https://login.example.edu", "client_id": "c", "client_secret_env": "S"}}))
+    with pytest.raises(helm.RenderError, match=r"^auth\.oidc\.callback_url: set it"):
+        helm.z2jh_values(cfg, registry=REG, tag=TAG)
+
+
+def test_postgres_hub_needs_a_postgres_ledger(tmp_path):
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    cfg = load(write_config(tmp_path, hub={**raw["hub"], "db_url": "postgresql+psycopg://hub@db/hub"}))
+    with pytest.raises(helm.RenderError, match=r"^costs\.db_url: "):
+        helm.z2jh_values(cfg, registry=REG, tag=TAG)
+
+
+def test_dask_disabled_renders_no_gateway(tmp_path):
+    cfg = load(write_config(tmp_path, dask={"enabled": False}))
+    out = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS)
+    assert list(out) == ["jupyterhub"]
+    jh = out["jupyterhub"]
+    assert "dask-gateway" not in jh["hub"]["services"]
+    assert not any(k.startswith("DASK_GATEWAY") for k in jh["singleuser"]["extraEnv"])
+
+
+# ---------------------------------------------------------------- the gateway's cluster options
+
+
+def gateway_options(cfg):
+    """Run gateway.extraConfig as dask-gateway-server would, on a traitlets Config."""
+    pytest.importorskip("dask_gateway_server")
+    from traitlets.config import Config
+
+    c = Config()
+    snippet = helm.dask_gateway_values(cfg, registry=REG, tag=TAG, namespace=NS)["gateway"]["extraConfig"]
+    exec(compile(snippet["posehub-options"], "gateway.extraConfig", "exec"), {"c": c})
+    return c.Backend.cluster_options
+
+
+def test_gateway_options_follow_profiles_and_access_rules(embedded):
+    from dask_gateway_server.models import User
+
+    options = gateway_options(embedded)
+    spec = {f["field"]: f for f in options.get_specification()}
+    assert spec["profile"]["spec"]["options"] == [p["slug"] for p in embedded["profiles"]]
+    assert spec["profile"]["default"] == "cpu-small"  # the first profile open to everyone
+
+    def config(profile, user):
+        return options.get_configuration(options.parse_options({"profile": profile}), user)
+
+    conf = config("gpu", User("bob", groups=["staff"]))
+    assert conf == helm.dask_cluster_config(embedded, embedded.profile("gpu"), registry=REG, tag=TAG)
+    assert config("gpu", User("root", admin=True))["worker_extra_container_config"]
+    with pytest.raises(ValueError, match="Worker profile 'gpu' is not open to you. Ask the lab's PoseHub admin"):
+        config("gpu", User("alice", groups=["students"]))
+    assert config("pose-cpu", User("alice"))["image"] == f"{REG}/posehub-pose:{TAG}"
+    assert set(conf) <= kube_cluster_config_traits()
+
+
+def kube_cluster_config_traits() -> set[str]:
+    """Trait names of dask-gateway's KubeClusterConfig, read from its source (importing it needs
+    kubernetes_asyncio, which only the gateway's image has)."""
+    import ast
+    import inspect
+
+    from dask_gateway_server.backends import base
+
+    source = Path(inspect.getfile(base)).parent / "kubernetes" / "backend.py"
+    tree = ast.parse(source.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "KubeClusterConfig")
+    own = {t.id for n in cls.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    return own | set(base.ClusterConfig.class_trait_names())
+
+
+# ---------------------------------------------------------------- the charts' schemas
+
+
+@needs_schemas
+@pytest.mark.parametrize("which", ["embedded", "oidc_gpu"])
+def test_rendered_values_fit_the_charts_schemas(which, request):
+    jh, dg = render(request.getfixturevalue(which))
+    assert helm.validate_chart(jh, "jupyterhub", SCHEMAS) == []
+    assert helm.validate_chart(dg, "dask-gateway", SCHEMAS) == []
+
+
+@needs_schemas
+def test_a_broken_value_is_reported_with_its_path(embedded):
+    jh, dg = render(embedded)
+    jh["hub"]["db"] = {"type": "mongodb"}
+    jh["singleuser"]["cpu"] = {"limit": "lots"}
+    errors = helm.validate_chart(jh, "jupyterhub", SCHEMAS)
+    assert any(e.startswith("hub.db.type: ") and "mongodb" in e for e in errors), errors
+    assert any(e.startswith("singleuser.cpu.limit: ") for e in errors), errors
+    dg["gateway"]["backend"]["worker"]["cores"]["request"] = [2]
+    dg["gateway"]["tpyo"] = 1
+    errors = helm.validate_chart(dg, "dask-gateway", SCHEMAS)
+    assert any(e.startswith("gateway.backend.worker.cores.request: ") for e in errors), errors
+    assert any(e.startswith("gateway: ") and "'tpyo'" in e for e in errors), errors
+
+
+def test_schema_errors_merge_over_the_defaults_like_helm():
+    schema = {"type": "object", "additionalProperties": False, "required": ["a"],
+              "properties": {"a": {"type": "object", "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}},
+                             "b": {"type": "string"}}}
+    defaults = {"a": {"n": 1, "s": "x"}, "b": "y"}
+    assert helm.merge_values(defaults, {"a": {"n": 2}, "b": None}) == {"a": {"n": 2, "s": "x"}}
+    assert helm.schema_errors({"a": {"n": 2}}, schema, defaults) == []
+    assert helm.schema_errors({"a": {"s": 3}}, schema, defaults) == ["a.s: 3 is not of type 'string'"]
+    assert helm.schema_errors({}, schema) == ["(top level): 'a' is a required property"]
+
+
+# ---------------------------------------------------------------- in the hub pod
+
+
+def spawner(name, groups=(), admin=False, profile=None):
+    user = SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups], admin=admin)
+    return SimpleNamespace(user=user, user_options={"profile": profile} if profile else {})
+
+
+def test_hub_pod_offers_only_allowed_profiles(embedded):
+    offered = render(embedded)[0]["singleuser"]["profileList"]
+    profile_list = kubehub.restrict_profiles(embedded, offered)
+    assert [p["slug"] for p in profile_list(spawner("alice"))] == ["cpu-small", "pose-cpu"]
+    assert [p["slug"] for p in profile_list(spawner("bob", ["staff"]))] == ["cpu-small", "pose-cpu", "cpu-large", "gpu"]
+    assert len(profile_list(spawner("admin", admin=True))) == 4
+
+
+def test_hub_pod_budget_and_access_checks(tmp_path):
+    from posehub.spawner import ProfileError
+
+    def check(folder, budgets, *args, **kwargs):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        cfg = load(write_config(tmp_path / folder, budgets=budgets))
+        (tmp_path / folder / "state").mkdir(exist_ok=True)
+        asyncio.run(kubehub.budget_check(cfg)(spawner(*args, **kwargs)))
+
+    small = {"default": 0.15, "groups": {"staff": 100}}
+    check("a", small, "alice", profile="cpu-small")  # a $0.10 block fits $0.15
+    check("a", small, "bob", ["staff"], profile="gpu")
+    with pytest.raises(ProfileError) as err:
+        check("a", small, "alice", profile="gpu")
+    assert err.value.status_code == 403 and str(err.value) == (
+        "You may not use the profile 'gpu'. Ask the lab's PoseHub admin for access.")
+    with pytest.raises(ProfileError) as err:
+        check("a", small, "alice", profile="pose-cpu")  # $0.20 > $0.15
+    assert str(err.value).startswith("Not enough budget to start 'Pose estimation (CPU)': it needs $0.20")
+    with pytest.raises(ProfileError) as err:
+        check("b", {"default": 0}, "alice")  # no profile asked: the first one offered
+    assert str(err.value).startswith("Not enough budget to start 'Small CPU'")
+
+
+def test_apply_hub_pod(tmp_path):
+    from traitlets.config import Config
+
+    cfg = load(write_config(tmp_path))
+    values = helm.z2jh_values(cfg, registry=REG, tag=TAG)
+    c = Config()
+    with pytest.raises(RuntimeError, match="singleuser.profileList is not set"):
+        kubehub.apply_hub_pod(c, cfg, environ={})
+    c = Config()
+    c.KubeSpawner.profile_list = values["singleuser"]["profileList"]
+    c.KubeSpawner.environment = {"A": "1"}
+    c.JupyterHub.services = [dict(values["hub"]["services"]["cost"], name="cost")]
+    kubehub.apply_hub_pod(c, cfg, environ={"PGPASSWORD": "pw", "OTHER": "x"})
+    assert (tmp_path / "state").is_dir()
+    assert [p["slug"] for p in c.KubeSpawner.profile_list(spawner("alice"))] == ["cpu-small", "pose-cpu"]
+    assert callable(c.KubeSpawner.pre_spawn_hook)
+    env = c.KubeSpawner.environment
+    assert env["A"] == "1" and env["POSEHUB_PROFILE"](spawner("bob", profile="gpu")) == "gpu"
+    assert c.JupyterHub.services[0]["environment"] == {"POSEHUB_CONFIG": helm.CONFIG_MOUNT, "PGPASSWORD": "pw"}
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def test_cli_renders_both_files(tmp_path, embedded, capsys):
+    out = tmp_path / "rendered"
+    assert helm_cli.main(["render", "--config", str(DEFAULT_CONFIG), "--out", str(out),
+                          "--registry", REG, "--tag", TAG, "--namespace", NS]) == 0
+    jh, dg = render(embedded)
+    assert yaml.safe_load((out / "jupyterhub-values.yaml").read_text()) == jh
+    assert yaml.safe_load((out / "dask-gateway-values.yaml").read_text()) == dg
+    assert (out / "jupyterhub-values.yaml").read_text().startswith("# Rendered by")
+    if SCHEMAS.is_dir():
+        assert helm_cli.main(["validate", "--schemas", str(SCHEMAS), "--dir", str(out)]) == 0
+        assert "valid against the dask-gateway chart's schema" in capsys.readouterr().out
+
+
+def test_cli_bad_input_exits_2_with_a_clear_message(tmp_path, capsys):
+    missing = tmp_path / "nope.yaml"
+    args = ["--out", str(tmp_path / "out"), "--registry", REG, "--tag", TAG]
+    assert helm_cli.main(["render", "--config", str(missing), *args]) == 2
+    assert capsys.readouterr().err.strip() == f"posehub helm: {missing}: no such file"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("images: {base: {}}\nprofiles: [{slug: x, display_name: X, image: base, price_per_hour: -1}]\n")
+    assert helm_cli.main(["render", "--config", str(bad), *args]) == 2
+    assert capsys.readouterr().err.strip() == f"posehub helm: {bad}: profiles[0].price_per_hour: expected a number >= 0, got -1"
+    assert not (tmp_path / "out").exists()
+    assert helm_cli.main(["validate", "--schemas", str(tmp_path / "none"), "--dir", str(tmp_path)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+@needs_schemas
+def test_cli_validate_reports_a_violation(tmp_path, capsys):
+    out = tmp_path / "rendered"
+    helm_cli.main(["render", "--out", str(out), "--registry", REG, "--tag", TAG])
+    values = yaml.safe_load((out / "jupyterhub-values.yaml").read_text())
+    values["singleuser"]["profileList"] = "all of them"
+    (out / "jupyterhub-values.yaml").write_text(yaml.safe_dump(values))
+    assert helm_cli.main(["validate", "--schemas", str(SCHEMAS), "--dir", str(out)]) == 1
+    assert "jupyterhub-values.yaml: singleuser.profileList: 'all of them' is not of type 'array'" in capsys.readouterr().err
+
+
+def test_cli_runs_as_a_module():
+    r = subprocess.run([sys.executable, "-m", "posehub.helm_cli", "render", "--help"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and "--registry" in r.stdout
+
+
+# ---------------------------------------------------------------- Terraform and the README
+
+
+@pytest.mark.skipif(not shutil.which("terraform"), reason="terraform is not installed")
+def test_terraform_is_formatted():
+    r = subprocess.run(["terraform", "fmt", "-check", "-recursive", "deploy/terraform"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, f"not formatted (run `terraform fmt -recursive deploy/terraform`):\n{r.stdout}"
+
+
+def test_terraform_node_groups_match_the_values():
+    tf = (REPO / "deploy" / "terraform" / "main.tf").read_text()
+    assert 'source  = "terraform-aws-modules/eks/aws"' in tf
+    assert '"posehub.org/node-purpose"     = "gpu"' in tf
+    assert 'key    = "nvidia.com/gpu"' in tf and 'effect = "NO_SCHEDULE"' in tf
+    assert 'resource "aws_s3_bucket" "data"' in tf
+
+
+def test_readme_names_the_secrets_and_releases():
+    text = (REPO / "deploy" / "README.md").read_text()
+    for name in (helm.OIDC_SECRET["name"], helm.OIDC_SECRET["key"], helm.DB_SECRET["name"], helm.HUB_RELEASE,
+                 helm.DASK_RELEASE, "helm upgrade --install posehub jupyterhub/jupyterhub"):
+        assert name in text
