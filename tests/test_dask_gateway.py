@@ -18,6 +18,7 @@ from decimal import Decimal
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
 from browser import browser, login
 from hubfixture import REPO, Hub, base_config, free_port, process_env, server_processes, spawn_with_form, wait_for, wait_ready
@@ -358,18 +359,23 @@ def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
         page.wait_for_timeout(3000)  # the kernel starting
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-        page.wait_for_selector(".posehub-ens-submit", timeout=180_000)
+        try:
+            page.wait_for_selector(".posehub-ens-submit", timeout=180_000)
+        except Exception:
+            page.screenshot(path=str(hub.workdir / "widget-missing.png"), full_page=True)
+            raise AssertionError("no widget; the page says:\n" + page.inner_text("body")[-4000:]) from None
         estimate = page.locator(".posehub-ens-estimate").inner_text()
         assert estimate.startswith("Estimate: about") and "worker-hour" in estimate
         assert "Budget for" in page.locator(".posehub-ens-budget").inner_text()
-        assert "Pose (CPU)" in page.locator(".posehub-ens-profile select").inner_text()
+        assert "Pose (CPU) (1 CPU" in page.locator(".posehub-ens-profile select").inner_text().replace("\xa0", " ")
         page.locator(".posehub-ens-submit").click()
         page.wait_for_selector(".posehub-ens-bar", timeout=180_000)
         page.wait_for_selector(".posehub-ens-results", timeout=900_000)
         text = page.locator(".posehub-ens-results").inner_text()
         assert "member 0" in text and "member 1" in text and "consensus" in text
-        assert "Done: consensus of 2 member(s)" in page.locator(".posehub-ens-message").inner_text()
-        assert "so far" in page.locator(".posehub-ens-cost").inner_text()
+        expect(page.locator(".posehub-ens-message")).to_contain_text("Done: consensus of 2 member(s)", timeout=60_000)
+        expect(page.locator(".posehub-ens-cost")).to_contain_text("so far")
+        expect(page.locator(".posehub-ens-plot")).to_be_visible()
         page.locator(".posehub-ens-results").scroll_into_view_if_needed()
         DOCS.mkdir(exist_ok=True)
         page.screenshot(path=str(DOCS / "ensemble-widget.png"), full_page=True)

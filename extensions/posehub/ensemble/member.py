@@ -160,4 +160,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # everything is written and reported: skip tearing down torch and friends (seconds per member)
+    os._exit(code)

@@ -87,14 +87,31 @@ def _give_gpu(slot: int | None) -> None:
             _gpus_in_use.discard(slot)
 
 
-def child_env(gpu_slot: int | None = None) -> dict:
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def child_env(gpu_slot: int | None = None, threads: int | None = None) -> dict:
+    """The training process's environment: the worker's, with this package importable, its GPU, and
+    ``threads`` CPU threads (Dask's nanny sets the thread variables of the worker itself to 1; a member
+    is the only task of its worker, so it gets the worker's threads)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if threads:
+        env.update({var: str(threads) for var in THREAD_VARS})
     here = str(Path(__file__).resolve().parents[2])  # the folder holding this posehub package
     env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     if gpu_slot is not None:
         visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         env["CUDA_VISIBLE_DEVICES"] = visible[gpu_slot] if gpu_slot < len(visible) else str(gpu_slot)
     return env
+
+
+def worker_threads() -> int | None:
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except Exception:  # noqa: BLE001 - not in a worker (tests): the environment as it is
+        return None
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -205,7 +222,7 @@ def run_member(job: MemberJob) -> dict:
             pickle.dump(job, f)
         proc = subprocess.Popen([sys.executable, "-m", "posehub.ensemble.member", str(job_file)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=workdir, env=child_env(slot), preexec_fn=die_with_parent(),
+                                cwd=workdir, env=child_env(slot, worker_threads()), preexec_fn=die_with_parent(),
                                 start_new_session=True)
         relay.send("state", state="running", pid=proc.pid)
         lines: queue.Queue = queue.Queue()

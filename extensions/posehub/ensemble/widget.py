@@ -88,11 +88,11 @@ class EnsembleWidget(w.VBox):
         self.message = w.HTML()
         self.bars = w.VBox()
         self.cost = w.HTML()
-        self.log = w.Textarea(layout=w.Layout(width="800px", height="140px"), disabled=True)
+        self.log_view = w.Textarea(layout=w.Layout(width="800px", height="140px"), disabled=True)
         self.table = w.HTML()
         self.plot = w.Image(format="png", layout=w.Layout(max_width="640px", display="none"))
         for name in ("labels", "framework", "members", "epochs", "profile", "video", "video_frames", "estimate",
-                     "budget", "submit", "cancel", "message", "bars", "cost", "log", "table", "plot"):
+                     "budget", "submit", "cancel", "message", "bars", "cost", "log_view", "table", "plot"):
             getattr(self, name).add_class(f"{CSS}-{name.replace('_', '-')}")
         for field in (self.framework, self.members, self.epochs, self.profile, self.labels):
             field.observe(lambda _: self.update_estimate(), names="value")
@@ -103,7 +103,7 @@ class EnsembleWidget(w.VBox):
                    "into a consensus; the frames they disagree on most are the ones to label next."),
             self.labels, self.framework, w.HBox([self.members, self.epochs]), self.profile,
             w.HBox([self.video, self.video_frames]), self.estimate, self.budget,
-            w.HBox([self.submit, self.cancel]), self.message, self.bars, self.cost, self.log, self.table, self.plot,
+            w.HBox([self.submit, self.cancel]), self.message, self.bars, self.cost, self.log_view, self.table, self.plot,
         ])
         self.add_class(CSS)
         self.update_estimate()
@@ -233,16 +233,16 @@ class EnsembleWidget(w.VBox):
         self._last = now
         self.cost.value = html.escape(f"Cost: {form.cost_so_far(self._worker_s, float(req.profile['price_per_hour']))}"
                                       f" · {running} member(s) training")
-        self.log.value = "\n".join(ens.log_tail(12))
+        self.log_view.value = "\n".join(ens.log_tail(12))
 
     def _finish(self, result):
         table = result.table()
-        self.table.value = table.to_html(float_format=lambda x: f"{x:.2f}", classes=f"{CSS}-results")
-        self.plot.value = _plot(table)
-        self.plot.layout.display = "block"
         where = getattr(self.ensemble.spec, "dest", "")
         self.say(f"Done: consensus of {sum(1 for m in result.members if m.status == 'done')} member(s). "
                  f"Results, models and label_next.csv (the frames to label next) are in {where}")
+        self.plot.value = _plot(table)
+        self.plot.layout.display = "block"
+        self.table.value = table.to_html(float_format=lambda x: f"{x:.2f}", classes=f"{CSS}-results")
 
     def on_cancel(self):
         if self.ensemble is None:
