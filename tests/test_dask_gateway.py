@@ -278,6 +278,7 @@ def test_ensemble_of_three_with_a_worker_killed_mid_training(gw):
         out["progress"] = ens.progress
         out["table"] = r.table().to_dict(orient="index")
         out["label_next"] = r.label_next[:5]
+        out["method"] = r.method
         out["files"] = sorted(r.files)
         out["dest"] = ens.spec.dest
         cluster.shutdown()
@@ -291,6 +292,7 @@ def test_ensemble_of_three_with_a_worker_killed_mid_training(gw):
     assert list(table) == ["member 0", "member 1", "member 2", "consensus"]
     assert all(table[k]["mean px"] >= 0 for k in table)  # finite numbers (JSON has no NaN here)
     assert out["label_next"] and {"rank", "frame", "score_px", "source"} <= set(out["label_next"][0])
+    assert out["method"] == "confmaps"  # SLEAP members' confidence maps, averaged
     home = gw["hub"].state_dir / "buckets" / "posehub-home" / "alice"
     dest = Path(out["dest"])
     folder = dest if dest.is_absolute() else home / out["dest"]

@@ -49,7 +49,7 @@ def test_an_ensemble_end_to_end(pose_python, openfield, tmp_path):
         # every member was tested on the same frames: the ensemble's split
         assert json.loads((member / "split.json").read_text())["test"] == got["test_frames"]
         assert json.loads((member / "run.json").read_text())["seed"] == i
-    assert doc["consensus"]["method"] == got["method"] == "keypoints"  # SLEAP's predict gives no maps
+    assert doc["consensus"]["method"] == got["method"] == "confmaps"  # SLEAP members give their confidence maps
 
     rows = list(csv.DictReader((dest / "consensus.csv").open()))
     assert [(r["source"], int(r["frame"])) for r in rows] == (
