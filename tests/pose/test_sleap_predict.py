@@ -8,24 +8,10 @@ member's keypoints back, up to the sub-pixel refinement (a parabola there, sleap
 here).
 """
 
-import json
-import subprocess
-from pathlib import Path
+from poseenv import run_pose
 
-import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-POSE_PY = REPO / ".envs" / "pose" / "bin" / "python"
 TINY = {"epochs": 1, "scale": 0.25, "filters": 4, "max_stride": 8, "batch_size": 4, "augment": False,
         "validation_fraction": 0, "device": "cpu"}
-
-
-def run_pose(code: str, tmp_path) -> dict:
-    if not POSE_PY.exists():
-        pytest.fail(f"the pose image's environment is not built ({POSE_PY}): `make test` builds it")
-    r = subprocess.run([str(POSE_PY), "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def test_consensus_reads_sleap_nn_maps_as_sleap_nn_does(tmp_path):
