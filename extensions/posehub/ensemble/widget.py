@@ -62,6 +62,7 @@ class EnsembleWidget(w.VBox):
         self.shutdown_when_done = shutdown_when_done
         self.ensemble = None
         self.cluster = None
+        self.client = None
         self._started = 0.0
         labels = find_files(LABEL_PATTERNS)
         videos = find_files(VIDEO_PATTERNS)
@@ -169,7 +170,7 @@ class EnsembleWidget(w.VBox):
             name = gw.submit(profile=req.profile["slug"])  # refused (budget, limits): the gateway says why
             self.cluster = gw.connect(name)
             self.cluster.scale(req.workers)
-            client = self.cluster.get_client(set_as_default=False)
+            self.client = client = self.cluster.get_client(set_as_default=False)
             bucket, path = req.labels
             video = dict(video=storage.url(req.video[0], req.video[1]), video_fs=storage.filesystem(req.video[0]),
                          video_frames=req.video_frames) if req.video and req.video_frames else {}
@@ -225,8 +226,7 @@ class EnsembleWidget(w.VBox):
             phase = f" ({p['phase']})" if p.get("phase") and p["state"] == "running" else ""
             state.value = f"{p['state']}{phase}: epoch {bar.value}/{bar.max}{attempt}"
             running += p["state"] in ("running", "retrying")
-        workers = len(self.cluster.get_client(set_as_default=False).scheduler_info()["workers"]) \
-            if self.cluster is not None and not ens.done() else 0
+        workers = len(self.client.scheduler_info()["workers"]) if not ens.done() else 0
         self._worker_s = getattr(self, "_worker_s", 0.0)
         now = time.monotonic()
         self._worker_s += workers * (now - getattr(self, "_last", now))
