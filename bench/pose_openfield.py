@@ -9,6 +9,10 @@ the study's figures, and training throughput (training frames per second:
 frames the network was trained on, augmented copies included, over the
 training time). Targets: both <= 3.0 px, SLEAP <= 2.0 px.
 
+DeepLabCut starts from the ImageNet weights the pose image carries (as the
+study's DeepLabCut did) when they are there (``make weights`` on one machine),
+else from random weights; ``--dlc-weights`` chooses, and the figures say which.
+
 Run it in the pose image's environment, on a machine with an NVIDIA GPU:
 
     .envs/pose/bin/python bench/pose_openfield.py [--tools sleap dlc] [--json out.json]
@@ -45,6 +49,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, measures nothing")
+    ap.add_argument("--dlc-weights", default="auto",
+                    help="DeepLabCut's start: auto (imagenet where the image carries it, else scratch), imagenet, "
+                         "scratch, or a .pt snapshot")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args(argv)
@@ -57,10 +64,19 @@ def main(argv=None) -> int:
     print(f"open-field: {len(labels)} frames, {len(s.train)} train / {len(s.test)} test (split seed {args.split_seed}); "
           f"device: {device}", flush=True)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="posehub-bench-"))
+    plan = {}
+    for fw in args.tools:  # every tool's settings are checked before the first one trains for hours
+        params = dict(QUICK[fw] if args.quick else trainers.get(fw).full)
+        if fw == "dlc":
+            params["weights"] = args.dlc_weights
+        try:
+            trainers.get(fw)().params(params)
+        except trainers.TrainerError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        plan[fw] = params
     results = {}
-    for fw in args.tools:
-        t = trainers.get(fw)()
-        params = QUICK[fw] if args.quick else dict(t.full)
+    for fw, params in plan.items():
         print(f"\n{fw}: training with {params}", flush=True)
         t0 = time.perf_counter()
         r = train_and_evaluate(labels, fw, params=params, seed=args.seed, split=s, workdir=work / fw,
@@ -69,7 +85,8 @@ def main(argv=None) -> int:
                                                                flush=True))
         wall = time.perf_counter() - t0
         tm = r.record["timings_s"]
-        results[fw] = {"params": r.record["params"], "device": r.record["device"], "wall_s": round(wall, 1),
+        results[fw] = {"params": r.record["params"], "weights": r.record["weights"], "device": r.record["device"],
+                       "wall_s": round(wall, 1),
                        "train_s": tm["train"], "train_frames_per_s": tm["train_frames_per_s"],
                        "test_mean_px": r.metrics["all"]["mean_px"], "test_rmse_px": r.metrics["all"]["rmse_px"],
                        "per_bodypart_mean_px": {bp: m["mean_px"] for bp, m in r.metrics["per_bodypart"].items()},
@@ -83,6 +100,7 @@ def main(argv=None) -> int:
               f"{('<=' + str(TARGET[fw])):>8}{x['train_frames_per_s']:>12.1f}{x['train_s']:>9.0f}  "
               + ("met" if ok else "NOT MET"))
         print("        per body part: " + ", ".join(f"{bp} {v:.2f}" for bp, v in x["per_bodypart_mean_px"].items()))
+        print(f"        started from: {x['weights']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device, "quick": args.quick, "results": results}, indent=1))
     if args.quick:

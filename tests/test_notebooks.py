@@ -114,7 +114,10 @@ def test_02_03_04_sleap_and_deeplabcut_compared(workspace):
     dlc = json.loads((runs / "dlc-openfield" / "metrics.json").read_text())
     _finite_per_bodypart(dlc)
     rec = json.loads((runs / "dlc-openfield" / "run.json").read_text())
-    assert rec["framework"] == "dlc" and rec["weights"] == "scratch (random init)"
+    # weights "auto": ImageNet's where the pose environment carries them (`make weights`), else random
+    imagenet = (REPO / ".envs" / "pose" / "share" / "posehub" / "weights" / "resnet50_gn.a1h_in1k.safetensors").is_file()
+    assert rec["framework"] == "dlc"
+    assert rec["weights"].startswith("imagenet (resnet50_gn.a1h_in1k") if imagenet else rec["weights"] == "scratch (random init)"
     assert rec["environment"]["packages"]["deeplabcut"].startswith("3.0")
 
     nb, text = run_notebook(workspace, "04_compare.ipynb")

@@ -28,7 +28,7 @@ def test_what_a_run_copy_leaves_out(tmp_path):
     (dlc / "labeled-data" / "posehub" / "CollectedData_me.csv").write_text("scorer,me\n")
     train = dlc / "dlc-models-pytorch" / "iteration-0" / "posehubJan1-trainset80shuffle1" / "train"
     train.mkdir(parents=True)
-    for name in ("init-scratch.pt", "snapshot-002.pt", "pytorch_config.yaml", "learning_stats.csv"):
+    for name in ("init-scratch.pt", "init-imagenet.pt", "snapshot-002.pt", "pytorch_config.yaml", "learning_stats.csv"):
         (train / name).write_bytes(b"x")
     (src / "model" / "__pycache__").mkdir()
     (src / "model" / "__pycache__" / "x.pyc").write_bytes(b"x")

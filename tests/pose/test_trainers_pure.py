@@ -64,7 +64,7 @@ def test_progress_from_each_tools_training_log(tmp_path, text, losses):
     ("sleap", {"epochs": "ten"}, "sleap: epochs must be a number, got 'ten'"),
     ("sleap", {"scale": 2}, "sleap: scale must be in (0, 1], got 2"),
     ("dlc", {"batch_size": -1}, "dlc: batch_size must be > 0, got -1"),
-    ("dlc", {"weights": "/no/such.pt"}, "dlc: weights '/no/such.pt' is neither 'scratch' nor a local .pt file"),
+    ("dlc", {"weights": "/no/such.pt"}, "dlc: weights '/no/such.pt' is none of 'auto', 'imagenet', 'scratch' nor a local .pt file"),
 ])
 def test_bad_parameter_values_are_refused(fw, params, message):
     with pytest.raises(trainers.TrainerError) as e:

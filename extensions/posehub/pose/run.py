@@ -66,14 +66,14 @@ def train_and_evaluate(labels: Labels, framework: str, params: dict | None = Non
 
 
 SKIP = {"frames", "__pycache__"}  # folders left out wherever they are: copies of the frames, caches
-SKIP_FILES = ("*.pkg.slp", "init-scratch.pt")  # SLEAP's training labels with the frames embedded; DLC's random init
+SKIP_FILES = ("*.pkg.slp", "init-*.pt")  # SLEAP's training labels with the frames embedded; DLC's starting weights
 IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def skipped(rel: Path) -> bool:
     """Whether ``copy_run`` leaves out the file at ``rel`` (relative to the run folder): what training derived
     from the labels and can make again (frame copies, the frames embedded in SLEAP's ``train.pkg.slp``, the
-    images DeepLabCut's project links under ``labeled-data``, DeepLabCut's random starting weights). The
+    images DeepLabCut's project links under ``labeled-data``, DeepLabCut's starting weights, random or ImageNet's). The
     model (``model.json`` and the tool's model files), the record, the split and the metrics are kept."""
     rel = Path(rel)
     if set(rel.parts[:-1]) & SKIP or rel.name in SKIP:

@@ -1,11 +1,14 @@
-"""DeepLabCut 3 (PyTorch engine): a ResNet-50 heatmap model, trained from scratch or from a local snapshot.
+"""DeepLabCut 3 (PyTorch engine): a ResNet-50 heatmap model, from ImageNet weights, from scratch or from a snapshot.
 
 DeepLabCut's ``train_network`` fetches ImageNet weights from the Hugging Face
 hub unless it is given a snapshot; with no network that fails. So PoseHub
-builds the model with random weights, saves it as the starting snapshot and
-trains from there (``weights: scratch``), or starts from a ``.pt`` file the
-image or the lab provides (``weights: /path/to/backbone.pt``). The run record
-says which.
+builds the model itself, saves it as the starting snapshot and trains from
+there: with the backbone's ImageNet weights from the file the pose image
+carries (``weights: imagenet``, see :mod:`posehub.pose.weights`), or with
+random weights (``weights: scratch``); ``auto`` (the default) is ``imagenet``
+where the image has the file and ``scratch`` otherwise. It can also start from
+a ``.pt`` snapshot the lab provides (``weights: /path/to/snapshot.pt``). The
+run record says which, with the weights file's SHA-256.
 
 The labels become a DeepLabCut project in the run folder (``config.yaml``,
 ``labeled-data/posehub/CollectedData_<scorer>.csv/.h5``, the frames), with
@@ -24,6 +27,7 @@ import numpy as np
 
 from ..labels import Labels
 from ..split import Split
+from .. import weights
 from .base import Model, Prediction, Trainer, TrainerError, device as _device
 from ._files import LogWatcher, local_frames
 
@@ -54,14 +58,20 @@ class DLCTrainer(Trainer):
         "batch_size": 8,
         "crop": 256,  # training crops of crop x crop pixels around the animal
         "learning_rate": 5e-4,
-        "weights": "scratch",  # or a local .pt snapshot to start from
+        "weights": "auto",  # imagenet where the image carries the weights, else scratch; or a local .pt snapshot
         "device": "auto",
     }
     full = {"epochs": 200, "net_type": "resnet_50", "batch_size": 8, "crop": 448, "learning_rate": 5e-4}
 
     def check(self, p):
-        if p["weights"] != "scratch" and not Path(p["weights"]).is_file():
-            raise TrainerError(f"dlc: weights {p['weights']!r} is neither 'scratch' nor a local .pt file")
+        w = p["weights"]
+        if w == "imagenet":
+            try:
+                weights.locate(p["net_type"])
+            except weights.WeightsError as e:
+                raise TrainerError(f"dlc: {e}") from None
+        elif w not in ("auto", "scratch") and not Path(str(w)).is_file():
+            raise TrainerError(f"dlc: weights {w!r} is none of 'auto', 'imagenet', 'scratch' nor a local .pt file")
 
     def train(self, labels, split: Split, workdir, params=None, seed=0, progress=None) -> Model:
         p = self.params(params)
@@ -98,14 +108,25 @@ class DLCTrainer(Trainer):
         cfg = aux.read_config(str(config))
         train_dir = project / aux.get_model_folder(frac, 1, cfg, engine=Engine.PYTORCH) / "train"
         pose_cfg = train_dir / "pytorch_config.yaml"
-        if p["weights"] == "scratch":
-            torch.manual_seed(int(seed))
+        start = p["weights"]
+        if start == "auto":
+            start = "imagenet" if weights.available(p["net_type"]) else "scratch"
+        if start in ("imagenet", "scratch"):
+            torch.manual_seed(int(seed))  # the heads (and, from scratch, the backbone) start from random weights
             model = PoseModel.build(aux.read_plainconfig(str(pose_cfg))["model"], pretrained_backbone=False)
-            init = train_dir / "init-scratch.pt"
+            said = "scratch (random init)"
+            if start == "imagenet":
+                try:
+                    f, b = weights.locate(p["net_type"]), weights.backbone(p["net_type"])
+                    weights.load_into(model.backbone.model, f, b.timm_name)
+                except weights.WeightsError as e:
+                    raise TrainerError(f"dlc: {e}") from None
+                said = f"imagenet ({b.timm_name}, {f}, sha256 {weights.sha256(f)})"
+            init = train_dir / f"init-{start}.pt"
             torch.save({"model": model.state_dict()}, init)
             del model
         else:
-            init = Path(p["weights"])
+            init, said = Path(start), f"from {start}"
         updates = {
             "runner.eval_interval": p["epochs"] + 1,  # PoseHub evaluates with its own metric
             "runner.optimizer.params.lr": p["learning_rate"],
@@ -121,7 +142,7 @@ class DLCTrainer(Trainer):
         snap = latest_snapshot(train_dir)
         return Model("dlc", workdir, list(labels.bodyparts),
                      {"pose_config": str(pose_cfg.relative_to(workdir)), "snapshot": str(snap.relative_to(workdir)), "params": p, "seed": int(seed),
-                      "weights": "scratch (random init)" if p["weights"] == "scratch" else f"from {p['weights']}",
+                      "weights": said,
                       "train_s": time.perf_counter() - t0, "train_frames": len(split.train),
                       "frames_seen": p["epochs"] * len(split.train),
                       "device": _device(p)})
