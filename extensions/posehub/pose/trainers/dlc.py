@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import weights
 from ..labels import Labels
 from ..split import Split
-from .. import weights
 from .base import Model, Prediction, Trainer, TrainerError, device as _device
 from ._files import LogWatcher, local_frames
 
