@@ -64,9 +64,10 @@ def dask_config(tmp) -> dict:
         {"slug": "gpu-staff", "display_name": "One GPU", "image": "pose", "cpu": 1, "memory": "2G", "gpus": 1,
          "price_per_hour": 1.0, "allowed_groups": ["staff"]},
     ]
-    cfg["gpus"] = {"devices": []}
+    cfg["gpus"] = {"devices": [0, 1]}  # declared: this machine has none, so the indices are only handed out
+    cfg["groups"]["staff"]["users"].append("tess")
     cfg["dask"].update({"enabled": True, "worker_profiles": ["pose-cpu", "gpu-staff"], "meter_interval_seconds": 1,
-                        "max_clusters_per_user": 1, "max_workers_per_user": 3})
+                        "max_clusters_per_user": 1, "max_workers_per_user": 3, "max_gpus_per_user": 2})
     cfg["buckets"]["demo_bucket"] = "openfield-demo"  # DeepLabCut's open-field example, copied by `posehub up`
     cfg["costs"]["check_interval_seconds"] = 2
     return cfg
@@ -252,6 +253,54 @@ def test_the_enforcer_stops_a_cluster_at_the_cap(gw):
         assert f"stopping bob's Dask cluster {out['name']}" in hub.log()
     finally:
         assert cost_api(hub, "DELETE", "budgets/user/bob?reason=test").ok
+
+
+def test_gpu_workers_and_servers_share_the_machines_gpus(gw):
+    """One pool for the hub's servers and the gateway's workers (``<state_dir>/gpus.json``): sam's GPU server
+    holds GPU 0, so his GPU cluster is capped at the one GPU left and its worker gets GPU 1 alone; tess is then
+    refused with the reason; each GPU comes back when its holder stops. The machine has no GPU: the two are
+    declared in gpus.devices, and what is checked is which index each process is given."""
+    hub = gw["hub"]
+
+    def owners():
+        f = hub.state_dir / "gpus.json"
+        return json.loads(f.read_text())["owners"] if f.exists() else {}
+
+    hub.create_user("sam", PASSWORD)
+    hub.create_user("tess", PASSWORD)
+    hub.session("tess", PASSWORD)
+    assert spawn_with_form(hub, hub.session("sam", PASSWORD), "gpu-staff").status_code == 200
+    wait_ready(hub, "sam", timeout=300)
+    (pid,) = server_processes(hub, "sam")
+    assert process_env(pid)["CUDA_VISIBLE_DEVICES"] == "0" and owners() == {"0": "server:sam/"}
+    sam = user_token(hub, "sam")
+    out = client(gw, """
+        import os, warnings
+        cluster = gateway.connect(gateway.submit(profile="gpu-staff"))  # outlives this script: stopped below
+        out["name"] = cluster.name
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            cluster.scale(2)
+        out["scale_warning"] = " ".join(str(x.message) for x in w)
+        c = cluster.get_client()
+        c.wait_for_workers(1, timeout=120)
+        out["visible"] = sorted(c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")).values())
+        out["resources"] = [w["resources"] for w in c.scheduler_info()["workers"].values()]
+        c.close()
+    """, token=sam)
+    try:
+        assert "would exceed resource limit of 1 workers" in out["scale_warning"]  # 1 GPU free at the start
+        assert out["visible"] == ["1"] and out["resources"] in ([{"GPU": 1}], [{"GPU": 1.0}])
+        held = owners()
+        assert held["0"] == "server:sam/" and held["1"].startswith(f"dask:{out['name']}/")
+        msg = refused(gw, "profile='gpu-staff'", token=user_token(hub, "tess"))
+        assert "Workers of 'One GPU' need 1 GPU(s) each and 0 of this machine's 2 GPU(s) are free (the others " \
+               "are held by JupyterLab servers and Dask workers). Try again when one is released" in msg
+    finally:
+        client(gw, f"gateway.stop_cluster({out['name']!r}); out['ok'] = True", token=sam)
+    wait_for(lambda: owners() == {"0": "server:sam/"}, timeout=60, what="the worker's GPU to come back")
+    assert hub.api("DELETE", "/users/sam/server").status_code in (202, 204)
+    wait_for(lambda: owners() == {}, timeout=60, what="the server's GPU to come back")
 
 
 # ---------------------------------------------------------------- ensembles on the gateway's workers

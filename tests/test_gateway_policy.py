@@ -65,6 +65,22 @@ def test_limits_per_user_and_budget():
         limit(cfg, "gpu", remaining="1.00")
 
 
+def test_gpu_workers_on_one_machine_are_capped_by_the_free_gpus():
+    cfg = config(max_gpus_per_user=4, max_workers_per_user=8)
+    free = lambda n, of=4: policy.max_workers(cfg, cfg.profile("gpu"), [], Decimal(100), Decimal(1), Decimal(300),
+                                              "2026-11", free_gpus=n, machine_gpus=of)
+    assert free(4) == 4 and free(1) == 1 and limit(cfg, "gpu") == 4  # None: Kubernetes places the GPUs
+    with pytest.raises(policy.Refused) as e:
+        free(0)
+    assert str(e.value) == ("Workers of 'One GPU' need 1 GPU(s) each and 0 of this machine's 4 GPU(s) are free (the "
+                            "others are held by JupyterLab servers and Dask workers). Try again when one is released, "
+                            "or pick a CPU worker profile.")
+    with pytest.raises(policy.Refused, match="and this machine has no GPU \\(none found by nvidia-smi"):
+        free(0, of=0)
+    assert policy.max_workers(cfg, cfg.profile("pose-cpu"), [], Decimal(100), Decimal(1), Decimal(300), "2026-11",
+                              free_gpus=0, machine_gpus=4) == 8  # CPU workers need none
+
+
 def test_cluster_config_runs_the_profile_environment_with_current_dask_commands():
     cfg = config(task_retries=4)
     cpu = policy.cluster_config(cfg, cfg.profile("pose-cpu"), 3)
@@ -72,10 +88,10 @@ def test_cluster_config_runs_the_profile_environment_with_current_dask_commands(
     assert cpu["worker_cmd"][0].endswith("/.envs/pose/bin/dask")
     assert cpu["worker_cores"] == 4 and cpu["worker_memory"] == 16 << 30 and cpu["cluster_max_workers"] == 3
     env = cpu["environment"]
-    assert env["DASK_DISTRIBUTED__WORKER__RESOURCES__MEMBER"] == "1"
+    assert json.loads(env["DASK_DISTRIBUTED__WORKER__RESOURCES"]) == {"member": 1}
     assert env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] == "4"
     gpu = policy.cluster_config(cfg, cfg.profile("gpu"), 1)["environment"]
-    assert gpu["DASK_DISTRIBUTED__WORKER__RESOURCES__GPU"] == "1" and "DASK_DISTRIBUTED__WORKER__RESOURCES__MEMBER" not in gpu
+    assert json.loads(gpu["DASK_DISTRIBUTED__WORKER__RESOURCES"]) == {"GPU": 1}  # the name's case kept
 
 
 def test_settings_and_client_env():

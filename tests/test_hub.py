@@ -1,5 +1,6 @@
 """The real hub, proxy and single-user servers on loopback, driven over HTTP."""
 
+import json
 import stat
 import time
 
@@ -129,7 +130,9 @@ def test_gpus_are_exclusive(gpu_config, tmp_path):
         assert process_env(pid)["CUDA_VISIBLE_DEVICES"] == "0"
 
         page, _ = spawn_form_xsrf(hub, bob)
-        message = ("This profile needs 1 GPU, but only 0 of 1 is free (1 in use by other servers). "
+        # the pool the Dask Gateway's workers share (tests/test_dask_gateway.py)
+        assert json.loads((hub.state_dir / "gpus.json").read_text())["owners"] == {"0": "server:alice/"}
+        message = ("This profile needs 1 GPU, but only 0 of 1 is free (1 in use by other servers or Dask workers). "
                    "Pick a CPU profile or try again when one is released.")
         assert message in page
         r = spawn_with_form(hub, bob, "gpu")

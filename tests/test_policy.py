@@ -58,7 +58,7 @@ def test_gpu_pool_exclusive_and_released():
     with pytest.raises(gpus.NoFreeGpu) as err:
         pool.acquire("carol/", 1)
     assert str(err.value) == (
-        "This profile needs 1 GPU, but only 0 of 2 are free (2 in use by other servers). "
+        "This profile needs 1 GPU, but only 0 of 2 are free (2 in use by other servers or Dask workers). "
         "Pick a CPU profile or try again when one is released."
     )
     pool.release("alice/")
@@ -84,6 +84,47 @@ def test_gpu_restore_after_restart():
     pool.restore("alice/", [1])
     assert pool.acquire("bob/", 1) == [0]
     assert pool.free() == []
+
+
+def test_shared_gpu_pool_is_one_pool_for_two_processes(tmp_path):
+    """The hub and the Dask Gateway each open the pool file; a GPU one of them holds is not free for the other,
+    and eight processes racing for four GPUs get each GPU once."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "gpus.json"
+    hub, gateway = gpus.SharedGpuPool([0, 1, 2, 3], path), gpus.SharedGpuPool([0, 1, 2, 3], path)
+    assert hub.acquire("server:alice/", 1) == [0]
+    assert gateway.acquire("dask:c1/w1", 2) == [1, 2]
+    assert hub.free() == [3] and hub.held_by("dask:c1/w1") == [1, 2]
+    gateway.acquire("dask:c1/w2", 1)
+    with pytest.raises(gpus.NoFreeGpu, match=r"only 0 of 4 are free \(4 in use by other servers or Dask workers\)"):
+        hub.acquire("server:bob/", 1)
+    assert gateway.release_matching("dask:", keep={"dask:c1/w2"}) == ["dask:c1/w1"]
+    assert hub.acquire("server:bob/", 2) == [1, 2]
+    assert hub.release_matching("server:") == ["server:alice/", "server:bob/"]
+    assert gateway.owners() == {3: "dask:c1/w2"}
+    gateway.release("dask:c1/w2")
+    assert hub.free() == [0, 1, 2, 3]
+
+    race = ("import sys, time; from posehub import gpus\n"
+            "p = gpus.SharedGpuPool([0, 1, 2, 3], sys.argv[1])\n"
+            "time.sleep(float(sys.argv[3]))\n"
+            "try: print(p.acquire(sys.argv[2], 1)[0])\n"
+            "except gpus.NoFreeGpu: print('none')\n")
+    start = 0.5
+    procs = [subprocess.Popen([sys.executable, "-c", race, str(path), f"dask:c/w{i}", str(start)],
+                              stdout=subprocess.PIPE, text=True) for i in range(8)]
+    got = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert got == ["0", "1", "2", "3", "none", "none", "none", "none"]
+    assert sorted(hub.owners()) == [0, 1, 2, 3]
+
+
+def test_shared_gpu_pool_unreadable_file_counts_as_empty(tmp_path):
+    path = tmp_path / "gpus.json"
+    path.write_text("not json")
+    assert gpus.SharedGpuPool([0], path).acquire("server:alice/", 1) == [0]
+    assert '"0": "server:alice/"' in path.read_text()
 
 
 def test_parse_nvidia_smi():

@@ -1,7 +1,9 @@
-"""GPUs on one machine: discovery, and exclusive allocation to servers.
+"""GPUs on one machine: discovery, and exclusive allocation to servers and Dask workers.
 
 :class:`GpuPool` is pure bookkeeping (no I/O) so it can be tested directly;
-:func:`discover` asks ``nvidia-smi``.
+:class:`SharedGpuPool` is the same bookkeeping kept in a file under a lock, so
+that the hub (servers) and the Dask Gateway (workers), two processes, hand out
+each GPU once; :func:`discover` asks ``nvidia-smi``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import fcntl
+import json
+import os
 import threading
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class NoFreeGpu(Exception):
@@ -38,18 +45,31 @@ def devices_from_config(setting) -> list[int]:
 
 
 class GpuPool:
-    """Exclusive GPU indices, handed out to owners (server names)."""
+    """Exclusive GPU indices, handed out to owners (a server's ``server:<user>/<name>``, a Dask worker's
+    ``dask:<cluster>/<worker>``)."""
 
     def __init__(self, devices: list[int]):
         self.devices = list(devices)
         self._owner: dict[int, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def _transaction(self):
+        """Every public method runs inside one: here a thread lock; :class:`SharedGpuPool` adds the file."""
+        with self._lock:
+            yield
 
     def free(self) -> list[int]:
-        return [d for d in self.devices if d not in self._owner]
+        with self._transaction():
+            return [d for d in self.devices if d not in self._owner]
 
     def held_by(self, owner: str) -> list[int]:
-        return [d for d, o in self._owner.items() if o == owner]
+        with self._transaction():
+            return [d for d, o in self._owner.items() if o == owner]
+
+    def owners(self) -> dict[int, str]:
+        with self._transaction():
+            return dict(self._owner)
 
     def check(self, count: int) -> None:
         """Raise :class:`NoFreeGpu` with a user-facing message unless ``count`` GPUs are free."""
@@ -65,13 +85,13 @@ class GpuPool:
         busy = len(self.devices) - len(free)
         raise NoFreeGpu(
             f"This profile needs {count} GPU{plural}, but only {len(free)} of {len(self.devices)} "
-            f"{'is' if len(self.devices) == 1 else 'are'} free ({busy} in use by other servers). "
+            f"{'is' if len(self.devices) == 1 else 'are'} free ({busy} in use by other servers or Dask workers). "
             "Pick a CPU profile or try again when one is released."
         )
 
     def acquire(self, owner: str, count: int) -> list[int]:
         """Take ``count`` free GPUs for ``owner`` (all or none)."""
-        with self._lock:
+        with self._transaction():
             held = self.held_by(owner)
             if held:
                 return held
@@ -83,11 +103,71 @@ class GpuPool:
 
     def restore(self, owner: str, indices: list[int]) -> None:
         """Re-register GPUs of a server that was running before a hub restart."""
-        with self._lock:
+        with self._transaction():
             for d in indices:
                 self._owner[d] = owner
 
     def release(self, owner: str) -> None:
-        with self._lock:
+        with self._transaction():
             for d in self.held_by(owner):
                 del self._owner[d]
+
+    def release_matching(self, prefix: str, keep=()) -> list[str]:
+        """Release every owner starting with ``prefix`` except those in ``keep`` (what a process that lost
+        track of its holders, e.g. after a crash, gives back); returns the owners released."""
+        with self._transaction():
+            gone = sorted({o for o in self._owner.values() if o.startswith(prefix) and o not in set(keep)})
+            self._owner = {d: o for d, o in self._owner.items() if o not in gone}
+            return gone
+
+
+class SharedGpuPool(GpuPool):
+    """A :class:`GpuPool` kept in a JSON file (``{"owners": {"0": "server:alice/", ...}}``), read and
+    written under an exclusive ``flock`` for each operation, so several processes share it."""
+
+    def __init__(self, devices: list[int], path: str | os.PathLike):
+        super().__init__(devices)
+        self.path = Path(path)
+        self._depth = 0
+
+    @contextmanager
+    def _transaction(self):
+        with self._lock:
+            if self._depth:  # nested call of this thread: the file is already locked and read
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._owner = self._read()
+                before = dict(self._owner)
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+                    if self._owner != before:
+                        self._write()
+
+    def _read(self) -> dict[int, str]:
+        try:
+            data = json.loads(self.path.read_text())
+            return {int(d): str(o) for d, o in data.get("owners", {}).items()}
+        except FileNotFoundError:
+            return {}
+        except (ValueError, AttributeError, TypeError):  # not this pool's file (it is replaced whole, never torn)
+            return {}
+
+    def _write(self) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"owners": {str(d): o for d, o in sorted(self._owner.items())}}, indent=1))
+        os.replace(tmp, self.path)
+
+
+def shared_pool(state_dir: str | os.PathLike, setting) -> SharedGpuPool:
+    """The machine's pool, as the hub and the Dask Gateway both open it (``gpus.devices`` of posehub.yaml)."""
+    return SharedGpuPool(devices_from_config(setting), Path(state_dir) / "gpus.json")

@@ -3,7 +3,8 @@
 Each user gets a home folder and a JupyterLab server run from the local
 environment of the profile's image (``.envs/<image>``). Profiles are offered
 through the spawn form, filtered by :mod:`posehub.profiles`; GPU profiles get
-exclusive GPU indices from a :class:`posehub.gpus.GpuPool` shared by the hub.
+exclusive GPU indices from a :class:`posehub.gpus.SharedGpuPool`, shared with
+the Dask Gateway's workers.
 """
 
 from __future__ import annotations
@@ -41,15 +42,22 @@ def _config(path: str) -> PoseHubConfig:
 
 
 _pools: dict[tuple, gpus.GpuPool] = {}
+SERVER_OWNER = "server:"  # GPU owners: "server:<user>/<server name>" (Dask workers are "dask:...")
 
 
 def gpu_pool(cfg: PoseHubConfig) -> gpus.GpuPool:
-    """One pool per hub process (per declared device list)."""
+    """The machine's GPUs, shared with the Dask Gateway's workers through ``<state_dir>/gpus.json``.
+
+    The first call in a hub process gives back every GPU the file says a server holds: the servers still
+    running re-register theirs from their saved state (``load_state``) as the hub starts."""
     setting = cfg["gpus"]["devices"]
-    key = tuple(setting) if isinstance(setting, list) else (setting,)
+    key = (str(cfg.state_dir),) + (tuple(setting) if isinstance(setting, list) else (setting,))
     if key not in _pools:
-        _pools[key] = gpus.GpuPool(gpus.devices_from_config(setting))
+        pool = gpus.shared_pool(cfg.state_dir, setting)
+        pool.release_matching(SERVER_OWNER)
+        _pools[key] = pool
     return _pools[key]
+
 
 
 LAB_NOTIFICATION_SETTINGS = Path(".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings")
@@ -191,7 +199,7 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
 
     @property
     def _owner_key(self) -> str:
-        return f"{self.user.name}/{self.name}"
+        return f"{SERVER_OWNER}{self.user.name}/{self.name}"
 
     def user_env(self, env):
         env = super().user_env(env)

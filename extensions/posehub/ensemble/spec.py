@@ -23,7 +23,7 @@ from ..pose import trainers
 from ..pose.labels import Labels, LabelsError, join, load as load_labels
 from ..pose.split import Split, split as make_split
 
-# Resources PoseHub's Dask workers advertise (the gateway sets DASK_DISTRIBUTED__WORKER__RESOURCES__<NAME>):
+# Resources PoseHub's Dask workers advertise (the gateway sets DASK_DISTRIBUTED__WORKER__RESOURCES):
 # GPU=<n> on GPU profiles, member=1 on CPU profiles (one training at a time per worker).
 GPU_RESOURCE = "GPU"
 MEMBER_RESOURCE = "member"

@@ -12,7 +12,12 @@ embedded hub, which all run as the hub's user) plus:
 * a meter: every ``dask.meter_interval_seconds`` the running workers are
   reconciled with the cost ledger (a ``dask-worker`` span per worker, at its
   profile's price), so spend shows up in the cost reports and counts against
-  the budget, and spans survive a gateway restart.
+  the budget, and spans survive a gateway restart;
+* GPUs: each worker of a GPU profile gets its own GPUs from the machine's pool,
+  the one the hub gives servers theirs from (``<state_dir>/gpus.json``), in
+  ``CUDA_VISIBLE_DEVICES``; a cluster is capped at the GPUs free when it starts
+  and a worker gives its GPUs back when it stops (the meter also takes back
+  those of workers the gateway no longer runs).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from traitlets import Float, Unicode
 
 from cost_reports.reconcile import RunningServer, reconcile
 
-from .. import environments
+from .. import environments, gpus
 from ..config import load
 from ..costs import CostGate
 from . import policy
@@ -49,6 +54,7 @@ class PoseHubLocalBackend(UnsafeLocalBackend):
     async def setup(self, app):
         self.posehub = load(self.posehub_config_file or None)
         self.gate = CostGate(self.posehub)
+        self.gpu_pool = gpus.shared_pool(self.posehub.state_dir, self.posehub["gpus"]["devices"])
         self.cluster_options = self.options_for
         self._start_lock = asyncio.Lock()
         await super().setup(app)
@@ -91,7 +97,8 @@ class PoseHubLocalBackend(UnsafeLocalBackend):
                                  f"`{environments.build_command(profile['image'])}`.")
         left = self.gate.remaining(user.name, user.groups)
         workers = policy.max_workers(self.posehub, profile, self._running(user.name), left.remaining,
-                                     self.gate.block_hours, left.budget.total, left.period.label)
+                                     self.gate.block_hours, left.budget.total, left.period.label,
+                                     free_gpus=len(self.gpu_pool.free()), machine_gpus=len(self.gpu_pool.devices))
         return policy.cluster_config(self.posehub, profile, workers, config_path=str(self.posehub.path))
 
     async def start_cluster(self, user, cluster_options):
@@ -110,6 +117,47 @@ class PoseHubLocalBackend(UnsafeLocalBackend):
                       self.db.get_cluster(name).options.get("profile"),
                       self.db.get_cluster(name).config.get("cluster_max_workers"))
         return name
+
+    # ------------------------------------------------------------ workers and their GPUs
+
+    def _worker_gpus(self, cluster) -> int:
+        profile = self.posehub.profile(cluster.options.get("profile", ""))
+        return int(profile.get("gpus") or 0) if profile else 0
+
+    async def do_start_worker(self, worker):
+        env = self.get_worker_env(worker.cluster)
+        owner = policy.gpu_owner(worker.cluster.name, worker.name)
+        held = []
+        if self._worker_gpus(worker.cluster):
+            try:
+                held = self.gpu_pool.acquire(owner, self._worker_gpus(worker.cluster))
+            except gpus.NoFreeGpu as e:
+                raise RuntimeError(f"worker {worker.name} of cluster {worker.cluster.name} not started: {e}") from None
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in held)
+        try:
+            pid = await self.start_process(worker.cluster, self.get_worker_command(worker.cluster, worker.name), env,
+                                           f"worker-{worker.name}")
+        except BaseException:
+            self.gpu_pool.release(owner)
+            raise
+        yield {"pid": pid, "gpus": held}
+
+    async def do_stop_worker(self, worker):
+        await super().do_stop_worker(worker)
+        self.gpu_pool.release(policy.gpu_owner(worker.cluster.name, worker.name))
+
+    async def do_stop_cluster(self, cluster):
+        await super().do_stop_cluster(cluster)
+        self.gpu_pool.release_matching(policy.gpu_owner(cluster.name, ""))
+
+    def release_lost_gpus(self) -> list[str]:
+        """Give back the GPUs of workers the gateway no longer runs (stopped while it was down, or lost)."""
+        keep = {policy.gpu_owner(c.name, w.name) for c in list(self.db.name_to_cluster.values())
+                for w in list(c.workers.values()) if w.target < JobStatus.STOPPED or w.status < JobStatus.STOPPED}
+        gone = self.gpu_pool.release_matching(policy.GPU_OWNER, keep)
+        for owner in gone:
+            self.log.info("GPUs of %s given back (the worker is gone)", owner)
+        return gone
 
     # ------------------------------------------------------------ metering
 
@@ -142,6 +190,8 @@ class PoseHubLocalBackend(UnsafeLocalBackend):
         while True:
             try:
                 await asyncio.to_thread(self.meter)
+                if self.gpu_pool.devices:
+                    await asyncio.to_thread(self.release_lost_gpus)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the ledger may be busy; the next round catches up

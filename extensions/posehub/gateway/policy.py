@@ -21,6 +21,7 @@ SERVICE = "dask-gateway"
 # Resource every CPU worker advertises: one ensemble member (one training) at a time per worker.
 MEMBER_RESOURCE = "member"
 GPU_RESOURCE = "GPU"
+GPU_OWNER = "dask:"  # owners of workers' GPUs in the machine's pool: "dask:<cluster>/<worker>"
 
 
 class Refused(Exception):
@@ -81,13 +82,16 @@ class Running:
 
 
 def max_workers(cfg: PoseHubConfig, profile: dict, running: Sequence[Running], remaining: Decimal,
-                block_hours: Decimal, budget_total: Decimal, period: str) -> int:
+                block_hours: Decimal, budget_total: Decimal, period: str,
+                free_gpus: int | None = None, machine_gpus: int = 0) -> int:
     """How many workers a new cluster of ``profile`` may have; Refused if none, or no cluster at all.
 
     * ``dask.max_clusters_per_user``: clusters at once;
     * ``dask.max_workers_per_user``: workers over all the user's clusters (each
       running cluster holds its own limit);
     * ``dask.max_gpus_per_user``: GPUs over all the user's clusters;
+    * on one machine, the GPUs free right now (``free_gpus`` of ``machine_gpus``;
+      ``None`` where the scheduler of the cluster, e.g. Kubernetes, places them);
     * the budget: every worker needs the profile's minimum block
       (``budgets.minimum_block_hours`` at its price) from what is left.
     """
@@ -112,6 +116,14 @@ def max_workers(cfg: PoseHubConfig, profile: dict, running: Sequence[Running], r
                           f"{d['max_gpus_per_user']} GPU(s) at once ({held_gpus} held by your running clusters). "
                           f"Pick a CPU worker profile, or ask {contact}.")
         limit = min(limit, by_gpu)
+        if free_gpus is not None:
+            if free_gpus // gpus < 1:
+                where = (f"{free_gpus} of this machine's {machine_gpus} GPU(s) are free (the others are held by "
+                         f"JupyterLab servers and Dask workers)" if machine_gpus else
+                         "this machine has no GPU (none found by nvidia-smi, none declared in gpus.devices)")
+                raise Refused(f"Workers of '{profile['display_name']}' need {gpus} GPU(s) each and {where}. "
+                              f"Try again when one is released, or pick a CPU worker profile.")
+            limit = min(limit, free_gpus // gpus)
     price = Decimal(str(profile["price_per_hour"]))
     block = price * block_hours
     if block > 0:
@@ -156,10 +168,9 @@ def cluster_config(cfg: PoseHubConfig, profile: dict, workers: int, *, config_pa
     }
     if config_path:
         env["POSEHUB_CONFIG"] = config_path
-    if gpus:
-        env[f"DASK_DISTRIBUTED__WORKER__RESOURCES__{GPU_RESOURCE}"] = str(gpus)
-    else:
-        env[f"DASK_DISTRIBUTED__WORKER__RESOURCES__{MEMBER_RESOURCE.upper()}"] = "1"
+    # the whole mapping in one variable: Dask lowercases the names in DASK_..._RESOURCES__<NAME> ("gpu"), and
+    # resource names are case-sensitive, so GPU members would never be placed
+    env["DASK_DISTRIBUTED__WORKER__RESOURCES"] = json.dumps({GPU_RESOURCE: gpus} if gpus else {MEMBER_RESOURCE: 1})
     return {
         "scheduler_cmd": [str(binary / "dask"), "scheduler"],
         "worker_cmd": [str(binary / "dask"), "worker"],
@@ -172,6 +183,12 @@ def cluster_config(cfg: PoseHubConfig, profile: dict, workers: int, *, config_pa
         "idle_timeout": float(d["idle_timeout_minutes"]) * 60,
         "environment": env,
     }
+
+
+def gpu_owner(cluster: str, worker: str) -> str:
+    """The owner of a Dask worker's GPUs in the machine's GPU pool (servers are ``server:<user>/<name>``)."""
+    return f"{GPU_OWNER}{cluster}/{worker}"
+
 
 
 def worker_resource_id(cluster: str, worker: str) -> str:
