@@ -53,7 +53,8 @@ def test_missing_weights_are_refused_before_anything_runs(tmp_path, monkeypatch)
         t.params({"weights": "imagenet"})
     assert str(e.value).startswith("dlc: DeepLabCut's ImageNet weights for resnet_50 (timm's resnet50_gn.a1h_in1k) "
                                    f"are not in this environment (looked for {tmp_path / 'none'}")
-    assert "`make weights`" in str(e.value) and 'weights: "scratch"' in str(e.value)
+    assert "`make weights`" in str(e.value) and "python -m posehub.pose.weights install FILE" in str(e.value)
+    assert 'weights: "scratch"' in str(e.value)
     with pytest.raises(trainers.TrainerError, match="none of 'auto', 'imagenet', 'scratch' nor a local .pt file"):
         t.params({"weights": "imagnet"})
     with pytest.raises(trainers.TrainerError, match=r"no ImageNet weights are known for net_type 'resnet_101'"):
@@ -149,3 +150,27 @@ def test_benchmark_refuses_missing_weights_before_training(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert "error: dlc: DeepLabCut's ImageNet weights for resnet_50" in r.stderr and "`make weights`" in r.stderr
     assert "training with" not in r.stdout and not (tmp_path / "work").exists()
+
+
+def test_install_a_file_downloaded_elsewhere(served):
+    """Where the machine cannot reach the hub (this one, the GPU machines of CI), a copy fetched elsewhere is
+    installed after the same check; a wrong file or a missing one is refused and nothing is kept."""
+    import subprocess
+
+    from poseenv import POSE_PY
+
+    def install(f):
+        return subprocess.run([str(POSE_PY), "-m", "posehub.pose.weights", "install", str(f)], capture_output=True,
+                              text=True, timeout=300)
+
+    wrong = install(served / "served/wrong/resnet18/resolve/main/model.safetensors")
+    assert wrong.returncode == 2 and "did not give resnet50_gn.a1h_in1k weights, nothing was kept" in wrong.stderr
+    missing = install(served / "nowhere.safetensors")
+    assert missing.returncode == 2 and f"error: {served / 'nowhere.safetensors'}: no such file (download " \
+                                       "http://127.0.0.1:" in missing.stderr
+    assert not (served / "weights").exists() or list((served / "weights").iterdir()) == []
+    good = install(served / "served/timm/resnet50_gn.a1h_in1k/resolve/main/model.safetensors")
+    kept = served / "weights" / "resnet50_gn.a1h_in1k.safetensors"
+    assert good.returncode == 0 and f"resnet50_gn.a1h_in1k: {kept} (sha256 " in good.stdout
+    assert kept.read_bytes() == (served / "served/timm/resnet50_gn.a1h_in1k/resolve/main/model.safetensors").read_bytes()
+    assert weights.main(["where"]) == 0

@@ -11,6 +11,7 @@ its SHA-256.
 
     python -m posehub.pose.weights where           # where the file is looked for, and whether it is there
     python -m posehub.pose.weights fetch           # download it (HF_ENDPOINT names a mirror)
+    python -m posehub.pose.weights install FILE    # keep a copy downloaded elsewhere (no network here)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -87,8 +89,9 @@ def locate(net_type: str) -> Path:
         raise WeightsError(
             f"DeepLabCut's ImageNet weights for {net_type} (timm's {b.timm_name}) are not in this environment "
             f"(looked for {p}). The pose image carries them when it is built from images/pose/Dockerfile; on one "
-            f"machine run `make weights` where {endpoint()} can be reached. Or train from random weights with "
-            f"weights: \"scratch\".")
+            f"machine run `make weights` where {endpoint()} can be reached, or download {b.url(endpoint())} "
+            f"elsewhere and keep it with `python -m posehub.pose.weights install FILE`. Or train from random "
+            f"weights with weights: \"scratch\".")
     return p
 
 
@@ -157,13 +160,32 @@ def fetch(net_type: str = "resnet_50", force: bool = False, say: Callable[[str],
         raise WeightsError(f"cannot download {url}: {getattr(e, 'reason', e)}. DeepLabCut can still train "
                            f"from random weights (weights: \"scratch\"); to use ImageNet weights, run this where "
                            f"the Hugging Face hub (or the mirror named by HF_ENDPOINT) can be reached.") from None
+    return _keep(part, dest, b, url, say)
+
+
+def install(src: str | os.PathLike, net_type: str = "resnet_50", say: Callable[[str], None] = print) -> Path:
+    """Keep a weights file obtained elsewhere (where this machine cannot reach the hub), checked as
+    :func:`fetch` checks a download."""
+    b = backbone(net_type)
+    src = Path(src)
+    if not src.is_file():
+        raise WeightsError(f"{src}: no such file (download {b.url(endpoint())} and give its path)")
+    dest = path(net_type)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    shutil.copyfile(src, part)
+    return _keep(part, dest, b, str(src), say)
+
+
+def _keep(part: Path, dest: Path, b: Backbone, origin: str, say) -> Path:
+    """Check ``part`` against timm's model, then put it in place; on a bad file nothing is kept."""
     try:
         import timm
 
         load_into(_headless(timm.create_model(b.architecture, pretrained=False)), part, b.timm_name)
     except WeightsError as e:
         part.unlink(missing_ok=True)
-        raise WeightsError(f"{url} did not give {b.timm_name} weights, nothing was kept: {e}") from None
+        raise WeightsError(f"{origin} did not give {b.timm_name} weights, nothing was kept: {e}") from None
     part.replace(dest)
     say(f"{b.timm_name}: {dest} (sha256 {sha256(dest)[:12]})")
     return dest
@@ -178,7 +200,8 @@ def _headless(model):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m posehub.pose.weights", description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["where", "fetch"])
+    ap.add_argument("action", choices=["where", "fetch", "install"])
+    ap.add_argument("file", nargs="?", help="install: the weights file (.safetensors) to keep")
     ap.add_argument("--net", default="resnet_50", help="DeepLabCut net_type (default resnet_50)")
     ap.add_argument("--force", action="store_true", help="download again even when the file is there")
     args = ap.parse_args(argv)
@@ -187,7 +210,12 @@ def main(argv=None) -> int:
             p = path(args.net)
             print(f"{p} ({'present' if p.is_file() else 'missing'})")
             return 0 if p.is_file() else 1
-        fetch(args.net, force=args.force)
+        if args.action == "install":
+            if not args.file:
+                ap.error("install needs the weights file: python -m posehub.pose.weights install FILE")
+            install(args.file, args.net)
+        else:
+            fetch(args.net, force=args.force)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
