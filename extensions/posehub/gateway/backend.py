@@ -127,10 +127,10 @@ class PoseHubLocalBackend(UnsafeLocalBackend):
     async def do_start_worker(self, worker):
         env = self.get_worker_env(worker.cluster)
         owner = policy.gpu_owner(worker.cluster.name, worker.name)
-        held = []
-        if self._worker_gpus(worker.cluster):
+        held, count = [], self._worker_gpus(worker.cluster)
+        if count:
             try:
-                held = self.gpu_pool.acquire(owner, self._worker_gpus(worker.cluster))
+                held = self.gpu_pool.acquire(owner, count)
             except gpus.NoFreeGpu as e:
                 raise RuntimeError(f"worker {worker.name} of cluster {worker.cluster.name} not started: {e}") from None
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in held)

@@ -17,7 +17,6 @@ its SHA-256.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -26,6 +25,8 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from .record import file_sha256
 
 
 class WeightsError(RuntimeError):
@@ -96,11 +97,7 @@ def locate(net_type: str) -> Path:
 
 
 def sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(str(p), open)
 
 
 def load_into(model, p: Path, timm_name: str) -> None:
