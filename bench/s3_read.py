@@ -5,7 +5,7 @@ Starts a real S3 server on loopback (moto's server mode), uploads one large
 object (--large-mb, default 200 MB, like a session's video) and --small-count
 small ones (default 500 × 64 KiB, like labelled frames), sets up a workspace
 the way the hub does for a server (STS credentials, s3fs mounts:
-posehub.workspace.prepare) and reads everything back --rounds times, the
+posehub.hub.workspace.prepare) and reads everything back --rounds times, the
 order of the three ways rotated each round:
 
   boto3    get_object(...).read() in 8 MiB chunks; small objects one by one

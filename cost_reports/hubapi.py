@@ -1,6 +1,6 @@
 """The few calls the cost service makes to JupyterHub's REST API, with its own service token.
 
-The service's role (set in ``posehub.hubapply.apply_costs``) grants
+The service's role (set in ``posehub.hub.hubapply.apply_costs``) grants
 ``list:users``, ``read:users``, ``read:servers`` and ``servers`` (to stop them).
 """
 

@@ -1,6 +1,6 @@
 """The cost reporter as a JupyterHub managed service, at ``/services/cost/``.
 
-Started by the hub (see ``posehub.hubapply.apply_costs``) with its service
+Started by the hub (see ``posehub.hub.hubapply.apply_costs``) with its service
 token in the environment. Users sign in through JupyterHub OAuth; a user sees
 only their own spend; hub admins and holders of the custom scope
 ``custom:posehub-costs:admin`` see everyone's and change budgets.

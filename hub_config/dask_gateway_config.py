@@ -1,6 +1,6 @@
 """dask-gateway-server config of PoseHub: load posehub.yaml -> apply (see posehub.gateway.settings).
 
-The hub runs the gateway as a managed service with this file (`posehub.hubapply.apply_dask`).
+The hub runs the gateway as a managed service with this file (`posehub.hub.hubapply.apply_dask`).
 """
 
 import sys

@@ -7,7 +7,7 @@ $POSEHUB_CONFIG); this file only wires it in.
 import sys
 
 from posehub.config import ConfigError, load
-from posehub.hubapply import apply_all
+from posehub.hub.hubapply import apply_all
 
 try:
     posehub_config = load()

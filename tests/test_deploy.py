@@ -13,7 +13,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from posehub import helm, helm_cli, kubehub
+from posehub import helm, helm_cli
+
+from posehub.hub import kubehub
 from posehub.config import DEFAULT_CONFIG, load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,13 +127,13 @@ def test_gpu_dask_workers_go_to_gpu_nodes_with_their_gpus(oidc_gpu):
 def test_local_accounts_groups_and_roles_as_on_one_machine(embedded):
     hub = render(embedded)[0]["hub"]
     jh = hub["config"]["JupyterHub"]
-    assert jh["authenticator_class"] == "posehub.auth.PoseHubLocalAuthenticator"
+    assert jh["authenticator_class"] == "posehub.hub.auth.PoseHubLocalAuthenticator"
     assert jh["load_groups"] == {"staff": {"users": []}}
     assert hub["config"]["Authenticator"]["admin_users"] == ["admin"]
     assert hub["config"]["PoseHubLocalAuthenticator"]["bootstrap_password_file"] == f"{helm.STATE_DIR}/admin-password"
     assert "access:services!service=cost" in hub["loadRoles"]["user"]["scopes"]
     assert "access:services!service=dask-gateway" in hub["loadRoles"]["server"]["scopes"]
-    assert hub["extraConfig"] == {"posehub": "from posehub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"}
+    assert hub["extraConfig"] == {"posehub": "from posehub.hub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"}
     mounted = hub["extraFiles"]["posehub-config"]
     assert mounted["mountPath"] == hub["extraEnv"]["POSEHUB_CONFIG"] == helm.CONFIG_MOUNT
     assert mounted["data"]["hub"]["state_dir"] == helm.STATE_DIR
@@ -161,7 +163,7 @@ def test_oidc_without_inlined_secrets(oidc_gpu):
     assert OIDC_SECRET_VALUE not in text and DB_PASSWORD not in text
     hub = jh["hub"]
     a = hub["config"]["PoseHubOIDCAuthenticator"]
-    assert hub["config"]["JupyterHub"]["authenticator_class"] == "posehub.oidc.PoseHubOIDCAuthenticator"
+    assert hub["config"]["JupyterHub"]["authenticator_class"] == "posehub.hub.oidc.PoseHubOIDCAuthenticator"
     assert "client_secret" not in a
     assert (a["client_id"], a["oauth_callback_url"]) == ("posehub", "https://posehub.example.edu/hub/oauth_callback")
     assert (a["allowed_groups"], a["admin_groups"], a["allow_all"]) == (["lab"], ["pi"], False)
@@ -180,7 +182,7 @@ def test_oidc_settings_match_the_one_machine_wiring(oidc_gpu):
     """hubapply.apply_oidc and the rendered hub.config agree on everything but the secret."""
     from traitlets.config import Config
 
-    from posehub.hubapply import apply_oidc
+    from posehub.hub.hubapply import apply_oidc
 
     c = Config()
     apply_oidc(c, oidc_gpu)
@@ -316,7 +318,7 @@ def test_hub_pod_offers_only_allowed_profiles(embedded):
 
 
 def test_hub_pod_budget_and_access_checks(tmp_path):
-    from posehub.spawner import ProfileError
+    from posehub.hub.spawner import ProfileError
 
     def check(folder, budgets, *args, **kwargs):
         (tmp_path / folder).mkdir(exist_ok=True)

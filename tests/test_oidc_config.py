@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from hubfixture import POSEHUB
-from posehub import oidc
+from posehub.hub import oidc
 from posehub.config import DEFAULT_CONFIG, ConfigError, validate
-from posehub.hubapply import apply_auth, apply_groups
+from posehub.hub.hubapply import apply_auth, apply_groups
 
 
 def raw_config(**oidc_block) -> dict:
@@ -51,7 +51,7 @@ def test_apply_sets_generic_oauthenticator_and_no_local_groups(monkeypatch):
     apply_auth(c, cfg)
     apply_groups(c, cfg)
     a = c.PoseHubOIDCAuthenticator
-    assert c.JupyterHub.authenticator_class == "posehub.oidc.PoseHubOIDCAuthenticator"
+    assert c.JupyterHub.authenticator_class == "posehub.hub.oidc.PoseHubOIDCAuthenticator"
     assert (a.client_secret, a.login_service, a.auth_state_groups_key) == ("s3cret", "Example University",
                                                                            "oauth_user.groups")
     assert a.manage_groups and a.allowed_groups == {"lab"} and a.admin_groups == {"pi"} and not a.allow_all

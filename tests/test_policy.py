@@ -2,7 +2,9 @@
 
 import pytest
 
-from posehub import buckets, gpus, profiles
+from posehub import gpus, profiles
+
+from posehub.hub import buckets
 from posehub.config import validate
 
 

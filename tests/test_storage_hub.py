@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from hubfixture import process_env, server_processes, spawn_with_form, wait_for, wait_ready
-from posehub import mounts
+from posehub.hub import mounts
 from s3server import MotoServer
 
 PASSWORD = "correct-horse-9"

@@ -8,7 +8,9 @@ import json
 import pytest
 import yaml
 
-from posehub import s3creds, s3plan, storage
+from posehub import storage
+
+from posehub.hub import s3creds, s3plan
 from posehub.config import DEFAULT_CONFIG, ConfigError, validate
 
 ROLE = "arn:aws:iam::123456789012:role/posehub-users"

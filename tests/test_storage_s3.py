@@ -17,7 +17,8 @@ import yaml
 from botocore.exceptions import ClientError
 
 from hubfixture import wait_for
-from posehub import mounts, s3creds, s3plan, storage, workspace
+from posehub import storage
+from posehub.hub import mounts, s3creds, s3plan, workspace
 from posehub.config import DEFAULT_CONFIG, validate
 from s3server import MotoServer
 
@@ -172,7 +173,7 @@ def test_unreachable_buckets_are_skipped_with_a_note_and_the_rest_mounts(s3, s3_
         {"name": "endpoint-down", "endpoint_url": "http://127.0.0.1:9"},
         {"name": "guarded", "endpoint_url": s3_auth.url, "keys_file": str(bogus)},
     ])
-    with caplog.at_level(logging.WARNING, logger="posehub.workspace"):
+    with caplog.at_level(logging.WARNING, logger="posehub.hub.workspace"):
         got = prepared(cfg, home, monkeypatch)
     expected = {
         "no-such-bucket": f"the bucket 'no-such-bucket' does not exist at {s3.url}",

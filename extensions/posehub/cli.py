@@ -36,7 +36,7 @@ def _cmd_check_config(args) -> int:
 
 
 def _cmd_up(args) -> int:
-    from .up import run
+    from .hub.up import run
 
     return run(args.config)
 

@@ -4,7 +4,7 @@ The schema beside the config file is the one declaration of every key, its
 type, its default and its documentation. This module only reads: it turns a
 file into a validated, defaults-filled :class:`PoseHubConfig`, or raises
 :class:`ConfigError` with one line naming the key path and what was expected.
-Nothing here touches JupyterHub; the local wiring lives in ``posehub.hubapply``
+Nothing here touches JupyterHub; the local wiring lives in ``posehub.hub.hubapply``
 and the Kubernetes rendering reads the same model.
 """
 

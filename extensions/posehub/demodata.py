@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from .buckets import local_root
+from .hub.buckets import local_root
 from .config import REPO_ROOT, PoseHubConfig
 
 SHARED = REPO_ROOT.parent / "shared" / "data" / "openfield"
@@ -91,7 +91,7 @@ def _to_folder(src: Path, dest: Path, say) -> str:
 def _to_s3(cfg: PoseHubConfig, src: Path, bucket: str, say) -> str:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .s3creds import hub_session
+    from .hub.s3creds import hub_session
 
     b = next(x for x in cfg["buckets"]["shared"] if x["name"] == bucket)
     endpoint = b["endpoint_url"] or cfg["buckets"]["endpoint_url"] or None

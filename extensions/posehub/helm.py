@@ -3,11 +3,11 @@
 Pure renderers: :func:`z2jh_values` and :func:`dask_gateway_values` read a loaded
 :class:`~posehub.config.PoseHubConfig` and return plain dicts (written as YAML by
 ``posehub.helm_cli``); :func:`schema_errors` checks them against a chart's values
-schema. The one-machine wiring (``posehub.hubapply``) is reused where it is pure:
+schema. The one-machine wiring (``posehub.hub.hubapply``) is reused where it is pure:
 roles, scopes, groups and local accounts come from its ``apply_*`` functions, run
 on a traitlets ``Config`` instead of the hub's ``c``.
 
-What values cannot express runs in the hub pod: ``posehub.kubehub.apply_hub_pod``,
+What values cannot express runs in the hub pod: ``posehub.hub.kubehub.apply_hub_pod``,
 called by the one line of ``hub.extraConfig``, narrows ``c.KubeSpawner.profile_list``
 to the profiles a user may use and checks the budget before a spawn. The hub image
 (``deploy/hub/Dockerfile``) has posehub installed for it; posehub.yaml is mounted
@@ -99,7 +99,7 @@ def kubespawner_profile(cfg: PoseHubConfig, profile: dict, *, registry: str, tag
 
 
 def profile_list(cfg: PoseHubConfig, *, registry: str, tag: str) -> list[dict]:
-    """Every profile, in config order; who may use which is decided in the hub pod (``posehub.kubehub``)."""
+    """Every profile, in config order; who may use which is decided in the hub pod (``posehub.hub.kubehub``)."""
     return [kubespawner_profile(cfg, p, registry=registry, tag=tag) for p in cfg["profiles"]]
 
 
@@ -149,7 +149,7 @@ def _hubapply(pod_cfg: PoseHubConfig):
     """The one-machine settings of auth, groups and services, as a traitlets Config."""
     from traitlets.config import Config
 
-    from .hubapply import apply_auth, apply_costs, apply_groups
+    from .hub.hubapply import apply_auth, apply_costs, apply_groups
 
     c = Config()
     if pod_cfg["auth"]["type"] == "local":  # apply_oidc reads the client secret: see oidc_authenticator
@@ -162,7 +162,7 @@ def _hubapply(pod_cfg: PoseHubConfig):
 def oidc_authenticator(cfg: PoseHubConfig) -> dict:
     """``auth.oidc`` -> PoseHubOIDCAuthenticator settings, as ``hubapply.apply_oidc`` sets them, but
     without the client secret (the hub reads it from $OAUTH_CLIENT_SECRET, from a Secret)."""
-    from .oidc import settings
+    from .hub.oidc import settings
 
     o = settings(cfg)
     if not cfg["auth"]["oidc"]["callback_url"]:
@@ -212,7 +212,7 @@ def _auth_values(cfg: PoseHubConfig, c) -> tuple[dict, dict]:
         config["JupyterHub"]["load_groups"] = jh["load_groups"]
     env: dict = {"POSEHUB_CONFIG": CONFIG_MOUNT}
     if cfg["auth"]["type"] == "oidc":
-        config["JupyterHub"]["authenticator_class"] = "posehub.oidc.PoseHubOIDCAuthenticator"
+        config["JupyterHub"]["authenticator_class"] = "posehub.hub.oidc.PoseHubOIDCAuthenticator"
         config["PoseHubOIDCAuthenticator"] = oidc_authenticator(cfg)
         env[OIDC_SECRET_ENV] = _secret_env(OIDC_SECRET)
     else:
@@ -237,7 +237,7 @@ def _db_values(cfg: PoseHubConfig) -> tuple[dict, dict]:
 def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str = "posehub",
                 release: str = HUB_RELEASE, dask_release: str = DASK_RELEASE) -> dict:
     """Values of the ``jupyterhub`` chart (Zero to JupyterHub) for this config."""
-    from .hubapply import COST_SERVICE, DASK_SERVICE
+    from .hub.hubapply import COST_SERVICE, DASK_SERVICE
 
     pod_data = hub_pod_config(cfg)
     c = _hubapply(validate(copy.deepcopy(pod_data), CONFIG_MOUNT))
@@ -279,7 +279,7 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
         "config": hub_config,
         "extraEnv": env,
         "extraFiles": {"posehub-config": {"mountPath": CONFIG_MOUNT, "data": pod_data}},
-        "extraConfig": {"posehub": "from posehub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"},
+        "extraConfig": {"posehub": "from posehub.hub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"},
         "services": services,
         "loadRoles": roles,
         "service": {"extraPorts": [{"name": "posehub-cost", "port": port, "targetPort": port}]},
@@ -407,7 +407,7 @@ def dask_gateway_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespac
     """Values of the ``dask-gateway`` chart (Kubernetes backend): JupyterHub auth with the token the
     jupyterhub chart made for the ``dask-gateway`` service, served under the hub's
     ``/services/dask-gateway``, workers of the default worker profile unless a cluster asks for another."""
-    from .hubapply import DASK_SERVICE
+    from .hub.hubapply import DASK_SERVICE
 
     default = dask_cluster_config(cfg, default_worker_profile(cfg), registry=registry, tag=tag)
     worker = {

@@ -36,7 +36,7 @@ from cost_reports.reconcile import RunningServer, reconcile
 
 from .. import environments, gpus
 from ..config import load
-from ..costs import CostGate
+from ..hub.costs import CostGate
 from . import policy
 
 KIND = "dask-worker"

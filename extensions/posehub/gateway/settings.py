@@ -1,6 +1,6 @@
 """posehub.yaml -> the traitlets config of ``dask-gateway-server`` (one machine).
 
-The hub starts the gateway as a managed service (``posehub.hubapply.apply_dask``)
+The hub starts the gateway as a managed service (``posehub.hub.hubapply.apply_dask``)
 with ``hub_config/dask_gateway_config.py``, which calls :func:`apply`. Addresses:
 
 * ``dask.port``: the gateway's public HTTP address (its proxy), which the

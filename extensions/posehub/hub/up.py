@@ -10,8 +10,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from . import environments
-from .config import CONFIG_ENV, HUB_CONFIG_DIR, ConfigError, PoseHubConfig, load
+from .. import environments
+from ..config import CONFIG_ENV, HUB_CONFIG_DIR, ConfigError, PoseHubConfig, load
 from .hubapply import PROXY_BIN
 
 
@@ -88,7 +88,7 @@ def run(config: str | None = None) -> int:
         else:
             print(f"Admin account '{admins[0]}': password in {path}", flush=True)
     if cfg["buckets"]["backend"] == "local" and cfg["buckets"]["demo_bucket"]:
-        from .demodata import DemoDataError, install
+        from ..demodata import DemoDataError, install
 
         try:
             install(cfg)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from . import profiles
-from .config import PoseHubConfig
-from .helm import DB_PASSWORD_ENV
+from .. import profiles
+from ..config import PoseHubConfig
+from ..helm import DB_PASSWORD_ENV
 
 SERVICE_ENV_FROM_HUB = (DB_PASSWORD_ENV,)  # a managed service does not inherit the hub's environment
 
@@ -67,7 +67,7 @@ def apply_hub_pod(c, cfg: PoseHubConfig | None = None, environ=os.environ) -> No
     """Run by ``hub.extraConfig`` after Zero to JupyterHub's own config: profile access rules and
     the budget gate, ``POSEHUB_PROFILE`` in servers, the PoseHub page templates and budget banner,
     the state folder, the database password for the cost service."""
-    from .config import load
+    from ..config import load
     from .hubapply import COST_SERVICE, TEMPLATES, budget_banner
 
     cfg = cfg or load()

@@ -23,11 +23,12 @@ from traitlets import List, Unicode, default
 
 from cost_reports.reservations import BudgetExceeded
 
-from . import costs, environments, gpus, profiles, workspace
-from .gateway import policy as gateway_policy
-from .gateway import settings as gateway_settings
-from .storage import MANIFEST_ENV
-from .config import PoseHubConfig, load
+from . import costs, workspace
+from .. import environments, gpus, profiles
+from ..gateway import policy as gateway_policy
+from ..gateway import settings as gateway_settings
+from ..storage import MANIFEST_ENV
+from ..config import PoseHubConfig, load
 
 LABEXTENSIONS = Path(__file__).resolve().parent.parent / "labextension"
 _templates = Environment(

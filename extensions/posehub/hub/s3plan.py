@@ -5,8 +5,8 @@ plus their own prefix of the home bucket); :func:`session_policy` is the STS
 session policy that allows exactly those and nothing more; :func:`s3fs_command`
 is the s3fs-fuse command line of one mount; :func:`manifest` is what the
 server is told (``~/.posehub/storage.json``, read by :mod:`posehub.storage`).
-Credentials are fetched in :mod:`posehub.s3creds`, mounts made in
-:mod:`posehub.mounts`.
+Credentials are fetched in :mod:`posehub.hub.s3creds`, mounts made in
+:mod:`posehub.hub.mounts`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .buckets import visible_shared
-from .config import PoseHubConfig
+from ..config import PoseHubConfig
 
 # AWS refuses session policies over 2,048 characters once packed
 SESSION_POLICY_LIMIT = 2048

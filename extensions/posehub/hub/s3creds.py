@@ -2,7 +2,7 @@
 
 Buckets with static keys (``keys_file``/``keys_env``) use them. The others get
 one set of short-lived credentials per server from STS AssumeRole, limited by
-the session policy of :func:`posehub.s3plan.session_policy`. The hub's own keys
+the session policy of :func:`posehub.hub.s3plan.session_policy`. The hub's own keys
 (``buckets.hub_keys_file``, else boto3's usual chain) are used only for that
 call.
 """
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .config import PoseHubConfig
+from ..config import PoseHubConfig
 from .s3plan import BucketAccess, packed, role_session_name, session_policy
 
 

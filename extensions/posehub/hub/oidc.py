@@ -21,7 +21,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Bool, Float, Unicode
 
-from .config import PoseHubConfig
+from ..config import PoseHubConfig
 
 # scopes, username claim, groups claim of each provider (README: "Single sign-on")
 PRESETS = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .config import REPO_ROOT, PoseHubConfig
+from ..config import REPO_ROOT, PoseHubConfig
 
 PROXY_BIN = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 TEMPLATES = Path(__file__).parent / "templates" / "hub"
@@ -43,7 +43,7 @@ def apply_auth(c, cfg: PoseHubConfig):
     if cfg["auth"]["type"] == "oidc":
         return apply_oidc(c, cfg)
     local = cfg["auth"]["local"]
-    c.JupyterHub.authenticator_class = "posehub.auth.PoseHubLocalAuthenticator"
+    c.JupyterHub.authenticator_class = "posehub.hub.auth.PoseHubLocalAuthenticator"
     c.Authenticator.admin_users = set(cfg.admins)
     c.Authenticator.allow_all = True  # approval of local sign-ups is NativeAuthenticator's job
     c.NativeAuthenticator.open_signup = local["open_signup"]
@@ -60,7 +60,7 @@ def apply_oidc(c, cfg: PoseHubConfig):
     from .oidc import client_secret, settings
 
     o = settings(cfg)
-    c.JupyterHub.authenticator_class = "posehub.oidc.PoseHubOIDCAuthenticator"
+    c.JupyterHub.authenticator_class = "posehub.hub.oidc.PoseHubOIDCAuthenticator"
     a = c.PoseHubOIDCAuthenticator
     a.issuer_url = o["issuer_url"]
     a.institution_name = o["institution_name"]
@@ -100,7 +100,7 @@ def apply_groups(c, cfg: PoseHubConfig):
 
 def apply_spawner(c, cfg: PoseHubConfig):
     """``profiles``, ``gpus`` -> the one-machine spawner."""
-    c.JupyterHub.spawner_class = "posehub.spawner.PoseHubSpawner"
+    c.JupyterHub.spawner_class = "posehub.hub.spawner.PoseHubSpawner"
     c.PoseHubSpawner.config_file = str(cfg.path)
     c.PoseHubSpawner.home_dir_template = str(cfg.state_dir / "homes" / "{username}")
     c.Spawner.default_url = "/lab"
@@ -135,7 +135,7 @@ def budget_banner(cfg: PoseHubConfig):
 def dask_service(cfg: PoseHubConfig) -> dict:
     """Dask Gateway as a managed service: the hub starts it (and restarts it with itself) and proxies
     ``/services/dask-gateway/`` to it; it checks users' tokens with the hub."""
-    from .gateway.settings import addresses
+    from ..gateway.settings import addresses
 
     return {
         "name": DASK_SERVICE,

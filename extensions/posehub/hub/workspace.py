@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 
 from . import buckets, mounts, s3creds, s3plan
-from .config import PoseHubConfig
+from ..config import PoseHubConfig
 
 MANIFEST = Path(".posehub/storage.json")
-log = logging.getLogger("posehub.workspace")
+log = logging.getLogger("posehub.hub.workspace")
 
 
 def manifest_file(home: Path) -> Path:

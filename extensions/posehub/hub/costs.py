@@ -24,7 +24,7 @@ from cost_reports.enforce import user_status
 from cost_reports.money import cents, to_amount
 from cost_reports.reservations import BudgetExceeded, Remaining
 
-from .config import PoseHubConfig
+from ..config import PoseHubConfig
 
 SERVER = "server"
 
@@ -112,7 +112,7 @@ class CostGate:
 
 @lru_cache(maxsize=4)
 def _gate(path: str, url: str) -> CostGate:
-    from .config import load
+    from ..config import load
 
     return CostGate(load(path or None))
 

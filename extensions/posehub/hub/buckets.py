@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import PoseHubConfig
+from ..config import PoseHubConfig
 
 
 @dataclass(frozen=True)
