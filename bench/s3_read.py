@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     proc, url = start_moto(work / "moto.log")
     home = work / "home" / "bench"
     home.mkdir(parents=True)
+    cfg = None
     try:
         print(f"S3 server (moto) at {url}; uploading {args.large_mb} MB + {args.small_count} x {args.small_kb} KiB",
               flush=True)
@@ -154,11 +155,13 @@ def main(argv=None) -> int:
         (work / "hub-keys").write_text("hub:hub\n")
         raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
         raw["hub"]["state_dir"] = str(work / "state")
+        raw["hub"]["data_dir"] = str(work / "data")
         raw["buckets"] = {"backend": "s3", "endpoint_url": url, "hub_keys_file": str(work / "hub-keys"),
                           "sts": {"role_arn": "arn:aws:iam::123456789012:role/posehub-users"},
                           "shared": [{"name": BUCKET}], "home": {"name": "posehub-home"},
                           "mount": {"options": args.mount_option}}
-        manifest = workspace.prepare(validate(raw), "bench", [], home)
+        cfg = validate(raw)
+        manifest = workspace.prepare(cfg, "bench", [], home)
         os.environ[storage.MANIFEST_ENV] = str(manifest)
         entry = storage.bucket(BUCKET)
         if not entry.mounted:
@@ -190,7 +193,8 @@ def main(argv=None) -> int:
                 f"{w} {times[w]['large'][-1]:.2f}s/{times[w]['small'][-1]:.2f}s" for w in order), flush=True)
             order = order[1:] + order[:1]
     finally:
-        workspace.release(home)
+        if cfg is not None:
+            workspace.release(cfg, home)
         os.killpg(proc.pid, signal.SIGTERM)
 
     med = {w: {k: statistics.median(v) for k, v in t.items()} for w, t in times.items()}

@@ -466,7 +466,7 @@ class Started:
         meter = None
         if cfg["buckets"]["backend"] == "local" and cfg["buckets"].get("home"):
             meter = StorageMeter(reporter.ledger,
-                                 local_sizer(cfg.state_dir / "buckets" / cfg["buckets"]["home"]["name"]),
+                                 local_sizer(cfg.data_dir / "buckets" / cfg["buckets"]["home"]["name"]),
                                  cfg["costs"]["storage_price_per_gb_month"])
         self.enforcer = Enforcer(reporter, self.hub, meter, gateway_for(cfg))
 

@@ -67,6 +67,21 @@ else
 fi
 [ -e /dev/fuse ] || echo "warning: /dev/fuse is missing: S3 buckets cannot be mounted on this machine" >&2
 
+# Every user runs as their own system account (isolation.mode: accounts): those accounts must be able to
+# enter the folders above the checkout and above the Python the environments were built from (o+x only:
+# nothing becomes listable or readable that was not).
+if [ "$(id -u)" = 0 ]; then
+  for target in "$ROOT" "$(readlink -f .envs/base/bin/python)"; do
+    dir=$(dirname "$target")
+    while [ "$dir" != "/" ]; do
+      if [ "$(( $(stat -c '%a' "$dir" | sed 's/^.*\(.\)$/\1/') & 1 ))" = 0 ]; then
+        chmod o+x "$dir" && echo "made $dir enterable by PoseHub's user accounts (o+x)"
+      fi
+      dir=$(dirname "$dir")
+    done
+  done
+fi
+
 if [ $WITH_TEST = 1 ]; then
   step "system packages for tests (chromium for browser tests)"
   if command -v chromium >/dev/null 2>&1; then

@@ -6,7 +6,23 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from hubfixture import Hub, base_config  # noqa: E402
+from hubfixture import TEST_ACCOUNT_PREFIX, Hub, base_config  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_test_accounts():
+    """Test hubs run every user as a system account (isolation.mode: accounts; `make test`'s setup makes the
+    checkout reachable by them): the accounts the tests made are removed at the end."""
+    import os
+    import pwd
+    import subprocess
+
+    yield
+    if os.geteuid() == 0:
+        for pw in pwd.getpwall():
+            if pw.pw_name.startswith(TEST_ACCOUNT_PREFIX) and pw.pw_gecos.startswith("PoseHub user "):
+                subprocess.run(["pkill", "-KILL", "-u", pw.pw_name], capture_output=True)
+                subprocess.run(["userdel", pw.pw_name], capture_output=True)
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -6,11 +6,14 @@ ports (free ones) and the state folder (the test's tmp_path) differ from `make u
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +44,18 @@ def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
 
 
+TEST_ACCOUNT_PREFIX = "phtest-"  # system accounts of test hubs (removed at the end of the session: conftest.py)
+
+
+def data_dir() -> Path:
+    """A data folder (homes, buckets, mounts) the test hub's user accounts can enter: pytest's own temporary
+    folders are 0700, so it lives beside them in /tmp and is removed when the tests end."""
+    path = Path(tempfile.mkdtemp(prefix="posehub-data-", dir="/tmp"))
+    os.chmod(path, 0o711)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def base_config(state_dir: Path) -> dict:
     return {
         "hub": {
@@ -49,8 +64,10 @@ def base_config(state_dir: Path) -> dict:
             "hub_port": free_port(),
             "proxy_api_port": free_port(),
             "state_dir": str(state_dir),
+            "data_dir": str(data_dir()),
             "admin_contact": "help@lab.example",
         },
+        "isolation": {"account_prefix": TEST_ACCOUNT_PREFIX},
         "admins": ["admin"],
         "groups": {"staff": {"users": ["sam"]}},
         "images": {"base": {"description": "base"}},
@@ -77,6 +94,7 @@ class Hub:
         self.config_file.write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{config['hub']['port']}"
         self.state_dir = Path(config["hub"]["state_dir"])
+        self.data_dir = Path(config["hub"]["data_dir"])
         self.log_file = workdir / "hub.log"
         self.proc: subprocess.Popen | None = None
         self.first_output = ""
@@ -118,6 +136,19 @@ class Hub:
     @property
     def admin_password(self) -> str:
         return (self.state_dir / "admin-password").read_text().strip()
+
+    def account(self, user: str) -> str:
+        """The system account a hub user runs as."""
+        from posehub.hub.accounts import system_name
+
+        return system_name(user, self.config.get("isolation", {}).get("account_prefix", "posehub-"))
+
+    def home(self, user: str) -> Path:
+        return self.data_dir / "homes" / self.account(user)
+
+    def bucket(self, name: str) -> Path:
+        """A local bucket's folder."""
+        return self.data_dir / "buckets" / name
 
     # ------------------------------------------------------------ HTTP as a person
 
@@ -213,7 +244,7 @@ def wait_ready(hub: Hub, user: str, timeout=120):
 
 def server_processes(hub: Hub, user: str) -> list[int]:
     """PIDs of this hub's running single-user servers of a user (found through /proc)."""
-    home = f"HOME={hub.state_dir / 'homes' / user}".encode()
+    home = f"HOME={hub.home(user)}".encode()
     pids = []
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():

@@ -342,7 +342,7 @@ def test_ensemble_of_three_with_a_worker_killed_mid_training(gw):
     assert all(table[k]["mean px"] >= 0 for k in table)  # finite numbers (JSON has no NaN here)
     assert out["label_next"] and {"rank", "frame", "score_px", "source"} <= set(out["label_next"][0])
     assert out["method"] == "confmaps"  # SLEAP members' confidence maps, averaged
-    home = gw["hub"].state_dir / "buckets" / "posehub-home" / "alice"
+    home = gw["hub"].bucket("posehub-home") / "alice"
     dest = Path(out["dest"])
     folder = dest if dest.is_absolute() else home / out["dest"]
     assert (folder / "ensemble.json").exists() and (folder / "label_next.csv").exists()
@@ -397,7 +397,7 @@ def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
     """Notebook 05 as alice sees it: the widget in JupyterLab, in Chromium; she submits 2 members and
     gets the table of members vs consensus."""
     hub = gw["hub"]
-    home = hub.state_dir / "homes" / "alice"
+    home = hub.home("alice")
     nb = json.loads((REPO / "notebooks" / "05_ensemble.ipynb").read_text())
     params = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     params["source"] = 'framework = "sleap"\nmembers = 2\nepochs = 2\nscale = 0.25\nfilters = 4\nvideo_frames = 2\n'

@@ -70,12 +70,12 @@ def test_spawn_reaches_jupyterlab_with_profile_environment_and_buckets(hub, hub_
     assert lab.status_code == 200 and "JupyterLab" in lab.text
     [pid] = server_processes(hub, "alice")
     env = process_env(pid)
-    home = hub.state_dir / "homes" / "alice"
+    home = hub.home("alice")
     assert env["HOME"] == str(home)
     assert env["POSEHUB_PROFILE"] == "cpu-small"
     assert env["PATH"].split(":")[0].endswith(".envs/base/bin")
     assert env["CUDA_VISIBLE_DEVICES"] == ""
-    assert (home / "home-bucket").resolve() == hub.state_dir / "buckets" / "posehub-home" / "alice"
+    assert (home / "home-bucket").resolve() == hub.bucket("posehub-home") / "alice"
     assert (home / "buckets" / "openfield-demo").is_dir()
     # Ctrl-C (SIGINT) stops the hub, the proxy and every server it started.
     hub.stop()
@@ -154,13 +154,13 @@ def test_restart_keeps_users_homes_and_state(hub):
     s = hub.session("alice", "correct-horse-9")
     spawn_with_form(hub, s, "cpu-small")
     wait_ready(hub, "alice")
-    (hub.state_dir / "homes" / "alice" / "notes.txt").write_text("keep me")
+    (hub.home("alice") / "notes.txt").write_text("keep me")
     hub.stop()
     t0 = time.monotonic()
     hub.start()
     assert time.monotonic() - t0 < 60
     s = hub.session("alice", "correct-horse-9")  # the account survived
-    assert (hub.state_dir / "homes" / "alice" / "notes.txt").read_text() == "keep me"
+    assert (hub.home("alice") / "notes.txt").read_text() == "keep me"
     spawn_with_form(hub, s, "cpu-small")
     wait_ready(hub, "alice")
     names = {u["name"] for u in hub.api("GET", "/users").json()}

@@ -45,7 +45,7 @@ def workspace(tmp_path_factory):
         assert spawn_with_form(hub, s, "pose-cpu").status_code == 200
         wait_ready(hub, "alice", timeout=300)
         (pid,) = server_processes(hub, "alice")
-        yield {"hub": hub, "env": process_env(pid), "home": hub.state_dir / "homes" / "alice", "out": tmp}
+        yield {"hub": hub, "env": process_env(pid), "home": hub.home("alice"), "out": tmp}
     finally:
         hub.stop()
         print(f"\n----- hub log (last lines) -----\n{hub.log()[-5000:]}")
@@ -74,7 +74,7 @@ def test_01_getting_started(workspace):
     assert "openfield-demo" in text and "home" in text  # the buckets table
     assert "116 labelled frames, 4 body parts: snout, leftear, rightear, tailbase" in text
     assert "written from notebook 01" in text
-    assert (workspace["hub"].state_dir / "buckets" / "posehub-home" / "alice" / "hello-posehub.txt").exists()
+    assert (workspace["hub"].bucket("posehub-home") / "alice" / "hello-posehub.txt").exists()
     assert "Budget for 20" in text and "remaining $" in text
     assert any(o.get("data", {}).get("image/png") for c in nb["cells"] for o in c.get("outputs", []))  # the frame
 
@@ -100,7 +100,7 @@ def _finite_per_bodypart(metrics):
 
 @pytest.mark.timeout(2400)  # trains both tools on two CPU cores: about 4 min here, more on a busy machine
 def test_02_03_04_sleap_and_deeplabcut_compared(workspace):
-    runs = workspace["hub"].state_dir / "buckets" / "posehub-home" / "alice" / "runs"
+    runs = workspace["hub"].bucket("posehub-home") / "alice" / "runs"
     _, text = run_notebook(workspace, "02_sleap.ipynb")
     assert "23 test frames: mean error" in text and "from scratch (random init)" in text
     sleap = json.loads((runs / "sleap-openfield" / "metrics.json").read_text())

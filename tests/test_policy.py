@@ -4,7 +4,7 @@ import pytest
 
 from posehub import gpus, profiles
 
-from posehub.hub import buckets
+from posehub.hub import buckets, workspace
 from posehub.config import validate
 
 
@@ -141,7 +141,7 @@ def test_parse_nvidia_smi():
 
 def test_bucket_layout(tmp_path):
     c = cfg(
-        hub={"state_dir": str(tmp_path)},
+        hub={"state_dir": str(tmp_path / "state"), "data_dir": str(tmp_path)},
         buckets={
             "shared": [{"name": "openfield-demo"}, {"name": "lab-raw", "read_only": False, "groups": ["staff"]}],
             "home": {"name": "posehub-home"},
@@ -153,6 +153,8 @@ def test_bucket_layout(tmp_path):
     bob = buckets.local_layout(c, "bob", ["staff"])
     assert [link.path for link in bob] == ["buckets/openfield-demo", "buckets/lab-raw", "home-bucket"]
     home = tmp_path / "homes" / "alice"
-    buckets.link_local(home, alice)
-    buckets.link_local(home, alice)  # idempotent
+    home.mkdir(parents=True)
+    workspace.prepare(c, "alice", [], home)
+    workspace.prepare(c, "alice", [], home)  # idempotent
     assert (home / "home-bucket").resolve() == tmp_path / "buckets" / "posehub-home" / "alice"
+    assert (home / "buckets" / "openfield-demo").resolve() == tmp_path / "buckets" / "openfield-demo"

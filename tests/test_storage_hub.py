@@ -46,8 +46,10 @@ def test_spawn_mounts_buckets_and_stop_unmounts_them(hub, s3):
     s = hub.session("alice", PASSWORD)
     assert spawn_with_form(hub, s, "cpu-small").status_code == 200
     wait_ready(hub, "alice")
-    home = hub.state_dir / "homes" / "alice"
-    assert sorted(mounts.mounts_under(home)) == [home / "buckets" / "openfield-demo", home / "home-bucket"]
+    home = hub.home("alice")
+    root = hub.data_dir / "mounts" / hub.account("alice")  # mounts live outside the home, linked into it
+    assert sorted(mounts.mounts_under(root)) == [root / "buckets" / "openfield-demo", root / "home-bucket"]
+    assert (home / "home-bucket").resolve() == root / "home-bucket"
     assert (home / "buckets" / "openfield-demo" / "labels" / "CollectedData.csv").read_bytes() == b"scorer,x\n"
     # the bucket that does not exist did not stop the server: a note in the folder and in the hub log
     note = (home / "buckets" / "gone-bucket" / mounts.NOTE_FILE).read_text()
@@ -72,7 +74,7 @@ def test_spawn_mounts_buckets_and_stop_unmounts_them(hub, s3):
 
     assert hub.api("DELETE", "/users/alice/server").status_code in (202, 204)
     wait_for(lambda: not server_processes(hub, "alice"), timeout=60, what="server stopped")
-    wait_for(lambda: not mounts.mounts_under(home), timeout=30, what="mounts gone after stop")
+    wait_for(lambda: not mounts.mounts_under(root), timeout=30, what="mounts gone after stop")
 
 
 def test_mounts_are_cleaned_up_after_the_server_process_crashes(hub, s3):
@@ -80,12 +82,13 @@ def test_mounts_are_cleaned_up_after_the_server_process_crashes(hub, s3):
     s = hub.session("alice", PASSWORD)
     assert spawn_with_form(hub, s, "cpu-small").status_code == 200
     wait_ready(hub, "alice")
-    home = hub.state_dir / "homes" / "alice"
-    assert mounts.mounts_under(home)
+    home = hub.home("alice")
+    root = hub.data_dir / "mounts" / hub.account("alice")
+    assert mounts.mounts_under(root)
     for pid in server_processes(hub, "alice"):
         os.kill(pid, signal.SIGKILL)
     # the hub polls its servers (every 30 s by default); once it sees the crash it cleans up
-    wait_for(lambda: not mounts.mounts_under(home), timeout=150, interval=1, what="mounts gone after the crash")
+    wait_for(lambda: not mounts.mounts_under(root), timeout=150, interval=1, what="mounts gone after the crash")
     r = hub.api("GET", "/users/alice").json()
     assert r["servers"] == {}
     # a new spawn mounts again

@@ -52,6 +52,7 @@ def s3_auth(tmp_path_factory):
 def config(s3, tmp_path, **buckets):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["hub"]["state_dir"] = str(tmp_path / "state")
+    raw["hub"]["data_dir"] = str(tmp_path / "data")
     raw["buckets"] = {
         "backend": "s3", "endpoint_url": s3.url, "hub_keys_file": str(s3.keys_file(tmp_path / "hub-keys")),
         "sts": {"role_arn": ROLE, "duration_seconds": 3600}, "mount": {"timeout_seconds": 3},
@@ -68,8 +69,8 @@ def home(tmp_path):
     h = tmp_path / "home" / "alice"
     h.mkdir(parents=True)
     yield h
-    workspace.release(h)
-    assert mounts.mounts_under(h) == []
+    mounts.unmount_under(tmp_path)  # the mounts are in <data_dir>/mounts/alice, outside the home
+    assert mounts.mounts_under(tmp_path) == []
 
 
 def prepared(cfg, home, monkeypatch, user="alice", groups=("lab",)) -> dict:
@@ -83,8 +84,10 @@ def test_buckets_are_mounted_listed_read_and_written(s3, tmp_path, home, monkeyp
     assert sorted(got) == ["home", "lab-scratch", "openfield-demo"]  # not the other lab's bucket
     assert all(b["mounted"] and not b["note"] for b in got.values())
     assert not (home / "buckets" / "other-lab").exists()
-    assert sorted(mounts.mounts_under(home)) == sorted(
-        [home / "buckets/openfield-demo", home / "buckets/lab-scratch", home / "home-bucket"])
+    root = workspace.mount_root(config(s3, tmp_path), home)  # outside the home, linked into it
+    assert sorted(mounts.mounts_under(root)) == sorted(
+        [root / "buckets/openfield-demo", root / "buckets/lab-scratch", root / "home-bucket"])
+    assert (home / "buckets/openfield-demo").resolve() == root / "buckets/openfield-demo"
     demo = home / "buckets" / "openfield-demo"
     assert sorted(os.listdir(demo)) == ["labels", "videos"]
     assert (demo / "labels" / "CollectedData.csv").read_bytes() == b"scorer,x\n"
@@ -204,9 +207,9 @@ def test_a_later_successful_mount_removes_the_note(s3, tmp_path, home, monkeypat
     cfg = config(s3, tmp_path, shared=[{"name": "late-bucket"}])
     assert not prepared(cfg, home, monkeypatch)["late-bucket"]["mounted"]
     s3.client("s3").create_bucket(Bucket="late-bucket")
-    workspace.release(home)
+    workspace.release(cfg, home)
     assert prepared(cfg, home, monkeypatch)["late-bucket"]["mounted"]
-    workspace.release(home)
+    workspace.release(cfg, home)
     assert not (home / "buckets" / "late-bucket" / mounts.NOTE_FILE).exists()
 
 
@@ -214,15 +217,15 @@ def test_mounts_left_by_a_crash_are_cleaned_up(s3, tmp_path, home, monkeypatch):
     cfg = config(s3, tmp_path)
     prepared(cfg, home, monkeypatch)
     # s3fs dies (as in a crash of the machine's processes): the mount is left dead
-    pids = subprocess.run(["pgrep", "-f", f"s3fs .* {home}/"], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(["pgrep", "-f", f"s3fs .* {tmp_path}/"], capture_output=True, text=True).stdout.split()
     assert pids
     for pid in pids:
         os.kill(int(pid), signal.SIGKILL)
     with pytest.raises(OSError):
         os.listdir(home / "home-bucket")  # "Transport endpoint is not connected"
-    assert mounts.mounts_under(home)
-    workspace.release(home)
-    assert mounts.mounts_under(home) == []
+    assert mounts.mounts_under(tmp_path)
+    workspace.release(cfg, home)
+    assert mounts.mounts_under(tmp_path) == []
     got = prepared(cfg, home, monkeypatch)  # and the next start mounts again
     assert got["home"]["mounted"] and "notes.txt" in os.listdir(home / "home-bucket")
 
@@ -275,12 +278,13 @@ def test_sts_policy_enforced_by_moto_iam(s3_auth, tmp_path):
 def test_local_backend_needs_no_s3(tmp_path, monkeypatch):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["hub"]["state_dir"] = str(tmp_path / "state")
+    raw["hub"]["data_dir"] = str(tmp_path / "data")
     cfg = validate(raw)
     home = tmp_path / "home-local"
     home.mkdir()
     got = prepared(cfg, home, monkeypatch, groups=())
-    assert got["home"]["url"] == str(tmp_path / "state" / "buckets" / "posehub-home" / "alice")
+    assert got["home"]["url"] == str(tmp_path / "data" / "buckets" / "posehub-home" / "alice")
     with storage.open("home", "x.txt", "w") as f:
         f.write("local")
     assert (home / "home-bucket" / "x.txt").read_text() == "local"
-    assert storage.url("openfield-demo") == str(tmp_path / "state" / "buckets" / "openfield-demo")
+    assert storage.url("openfield-demo") == str(tmp_path / "data" / "buckets" / "openfield-demo")

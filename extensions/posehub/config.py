@@ -172,6 +172,7 @@ def _semantic_errors(cfg: dict) -> list[str]:
     errors += _bucket_errors(cfg["buckets"])
     errors += _dask_errors(cfg["dask"], list(seen), cfg)
     errors += _auth_errors(cfg["auth"])
+    errors += _isolation_errors(cfg)
     if cfg["auth"]["type"] == "oidc":
         errors += [f"groups.{name}.users: with single sign-on (auth.type: oidc) group members come from the "
                    "identity provider's groups claim; list no users here"
@@ -198,6 +199,29 @@ def _dask_errors(d: dict, slugs: list[str], cfg: dict) -> list[str]:
                 errors.append(f"{key}: port {port} is already used by {seen_ports[port]}")
             seen_ports.setdefault(port, key)
     return errors
+
+
+ONE_PERSON = "one-person-no-isolation"
+
+
+def _isolation_errors(cfg: dict) -> list[str]:
+    """``isolation.mode: one-person-no-isolation`` runs every server as the hub's own account: only where
+    exactly one person can ever sign in."""
+    if cfg["isolation"]["mode"] != ONE_PERSON:
+        return []
+    why = ("isolation.mode: 'one-person-no-isolation' runs every server as the hub's own account, so it is only for "
+           "one person's own workstation; ")
+    people = set(cfg["admins"]) | {u for g in cfg["groups"].values() for u in g["users"]}
+    if cfg["auth"]["type"] == "oidc":
+        return [why + "with single sign-on anyone the identity provider allows could sign in. "
+                "Use isolation.mode: accounts (run the hub as root)"]
+    if cfg["auth"]["local"]["open_signup"]:
+        return [why + "open sign-up lets anyone make an account. Set auth.local.open_signup: false, "
+                "or use isolation.mode: accounts (run the hub as root)"]
+    if len(cfg["admins"]) != 1 or len(people) != 1:
+        return [why + f"this file names {len(people)} people ({', '.join(sorted(people)) or 'none'}). "
+                "Name exactly one under admins and no one else, or use isolation.mode: accounts (run the hub as root)"]
+    return []
 
 
 def _auth_errors(auth: dict) -> list[str]:
@@ -265,6 +289,16 @@ class PoseHubConfig:
     @property
     def state_dir(self) -> Path:
         return self.resolve(self.data["hub"]["state_dir"])
+
+    @property
+    def data_dir(self) -> Path:
+        """Users' data on one machine: homes, local buckets, mounts, Dask cluster folders."""
+        return self.resolve(self.data["hub"]["data_dir"])
+
+    @property
+    def isolated(self) -> bool:
+        """One system account and control group per user (``isolation.mode: accounts``)."""
+        return self.data["isolation"]["mode"] != ONE_PERSON
 
     @property
     def admins(self) -> list[str]:

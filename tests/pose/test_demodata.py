@@ -10,7 +10,7 @@ from posehub.config import load
 
 
 def cfg_for(tmp_path, **buckets):
-    data = {"hub": {"state_dir": str(tmp_path / "state")}, "images": {"base": {}},
+    data = {"hub": {"state_dir": str(tmp_path / "state"), "data_dir": str(tmp_path / "data")}, "images": {"base": {}},
             "profiles": [{"slug": "cpu", "display_name": "CPU", "image": "base", "price_per_hour": 0.1}],
             "buckets": {"demo_bucket": "openfield-demo", "shared": [{"name": "openfield-demo"}], **buckets}}
     p = tmp_path / "posehub.yaml"
@@ -22,8 +22,8 @@ def test_local_bucket_gets_the_example_once(tmp_path, openfield):
     cfg = cfg_for(tmp_path)
     said = []
     where = demodata.install(cfg, said.append)
-    labels = tmp_path / "state" / "buckets" / "openfield-demo" / demodata.LABELS
-    assert where == str(tmp_path / "state" / "buckets" / "openfield-demo")
+    labels = tmp_path / "data" / "buckets" / "openfield-demo" / demodata.LABELS
+    assert where == str(tmp_path / "data" / "buckets" / "openfield-demo")
     assert labels.read_bytes() == (openfield / demodata.LABELS).read_bytes()
     assert "(120 files copied, 0 already there)" in said[-1]
     demodata.install(cfg, said.append)

@@ -1,8 +1,14 @@
 """The one-machine gateway backend: local processes, PoseHub's policy, every worker metered.
 
-:class:`PoseHubLocalBackend` is Dask Gateway's ``UnsafeLocalBackend`` (processes
-run as the gateway's own Unix user, like the single-user servers of the
-embedded hub, which all run as the hub's user) plus:
+:class:`PoseHubLocalBackend` is Dask Gateway's ``LocalBackend``: schedulers and
+workers run as the cluster owner's system account (the one their JupyterLab
+server runs as, :mod:`posehub.hub.accounts`), each in its own control group
+with its profile's memory, CPUs, process count and GPU devices
+(:mod:`posehub.hub.isolation`; stopping one kills everything in its group).
+Each cluster's folder (TLS certificate and key, logs) is the owner's alone
+(0700, in ``<data_dir>/dask-clusters``); dashboards are off, since Dask's
+dashboard has no login of its own. With ``isolation.mode: one-person-no-isolation``
+everything runs as the gateway's own account, as ``UnsafeLocalBackend`` does. Plus:
 
 * cluster options from the profiles of ``posehub.yaml`` (the worker profile
   sets the environment, cores, memory and GPUs of each worker);
@@ -23,31 +29,48 @@ embedded hub, which all run as the hub's user) plus:
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus
-from dask_gateway_server.backends.local import UnsafeLocalBackend
+from dask_gateway_server.backends.local import LocalBackend
 from dask_gateway_server.options import Options, Select
 from traitlets import Float, Unicode
 
 from cost_reports.reconcile import RunningServer, reconcile
 
-from .. import environments, gpus
+from .. import environments, gpus, profiles
 from ..config import load
+from ..hub import isolation
 from ..hub.costs import CostGate
+from ..hub.limits import Limits
 from . import policy
 
 KIND = "dask-worker"
 CHARGED = (JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.CLOSING)
 
 
+def _no_dashboard(cmd: list[str]) -> list[str]:
+    """Dask's dashboard has no login: anyone on the machine who finds its port could watch a cluster."""
+    out, skip = [], False
+    for arg in cmd:
+        if skip:
+            skip = False
+        elif arg == "--dashboard-address":
+            skip = True
+        else:
+            out.append(arg)
+    return out + ["--no-dashboard"]
+
+
 def _time(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, timezone.utc) if ms else None
 
 
-class PoseHubLocalBackend(UnsafeLocalBackend):
+class PoseHubLocalBackend(LocalBackend):
     posehub_config_file = Unicode("", config=True, help="posehub.yaml (default: $POSEHUB_CONFIG or the embedded one)")
     meter_interval = Float(10.0, config=True, help="Seconds between two reconciliations of workers and the ledger")
 
@@ -124,6 +147,101 @@ class PoseHubLocalBackend(UnsafeLocalBackend):
         profile = self.posehub.profile(cluster.options.get("profile", ""))
         return int(profile.get("gpus") or 0) if profile else 0
 
+    # ------------------------------------------------------------ processes: as the owner, in their control groups
+
+    def account(self, username: str):
+        return isolation.account(self.posehub, username) if self.posehub.isolated else None
+
+    def setup_working_directory(self, cluster):
+        """``<data_dir>/dask-clusters/<cluster>``: the owner's alone (0700), with the cluster's TLS certificate and
+        key (0600) and the logs. (Dask Gateway's own version hands its files over by a loop that also passes
+        single characters of a path to chown; this one names each file.)"""
+        acct = self.account(cluster.username)
+        workdir = Path(self.clusters_directory) / cluster.name
+        certs, logs = Path(self.get_certs_directory(str(workdir))), Path(self.get_logs_directory(str(workdir)))
+        for folder in (workdir, certs, logs):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cert_path, key_path = self._get_tls_paths(str(workdir))
+        for path, data in ((cert_path, cluster.tls_cert), (key_path, cluster.tls_key)):
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as f:
+                f.write(data)
+        if acct is not None:
+            for path in (workdir, certs, logs, Path(cert_path), Path(key_path)):
+                os.chown(path, acct.uid, acct.gid, follow_symlinks=False)
+        return str(workdir)
+
+    def get_env(self, cluster):
+        env = super().get_env(cluster)
+        acct = self.account(cluster.username)
+        if acct is not None:
+            env["USER"] = acct.name
+            env["HOME"] = str(acct.home)
+        return env
+
+    def get_scheduler_command(self, cluster):
+        return _no_dashboard(super().get_scheduler_command(cluster))
+
+    def get_worker_command(self, cluster, worker_name, scheduler_address=None):
+        return _no_dashboard(super().get_worker_command(cluster, worker_name, scheduler_address))
+
+    def _limits(self, cluster, gpus_held=None) -> Limits:
+        """A worker's limits are its profile's; a scheduler gets the cluster's scheduler cores and memory."""
+        if gpus_held is None:
+            return Limits(memory_bytes=int(cluster.config.scheduler_memory), cpus=float(cluster.config.scheduler_cores),
+                          tasks=self.posehub["isolation"]["max_processes"], gpus=())
+        profile = self.posehub.profile(cluster.options.get("profile", ""))
+        return isolation.profile_limits(self.posehub, profile, gpus_held)
+
+    async def start_in_group(self, cluster, cmd, env, name: str, limits: Limits) -> tuple[int, dict]:
+        """Start one process as the owner inside a new control group; returns (pid, the group's state)."""
+        acct = self.account(cluster.username)
+        if acct is None:
+            return await super().start_process(cluster, cmd, env, name), {}
+        sandbox = isolation.backend(self.posehub).create(isolation.unit_name("dask", cluster.name, name), limits)
+        workdir = cluster.state["workdir"]
+        log_path = os.path.join(self.get_logs_directory(workdir), name + ".log")
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchown(fd, acct.uid, acct.gid)
+            proc = await asyncio.create_subprocess_exec(
+                *sandbox.wrap(cmd, acct.uid, acct.gid), preexec_fn=isolation.preexec_fn(sandbox, acct, Path(workdir)),
+                start_new_session=True, env=env, stdout=fd, stderr=asyncio.subprocess.STDOUT)
+        except BaseException:
+            await asyncio.to_thread(sandbox.remove)
+            raise
+        finally:
+            os.close(fd)
+        return proc.pid, sandbox.state()
+
+    async def stop_in_group(self, state: dict) -> None:
+        """Stop a process as Dask Gateway does (SIGINT, SIGTERM, SIGKILL), then kill whatever else is in its group."""
+        pid = state.get("pid")
+        if pid is not None:
+            await self.stop_process(pid)
+        if state.get("sandbox"):
+            sandbox = isolation.backend(self.posehub).restore(state["sandbox"])
+            await asyncio.to_thread(sandbox.remove)
+
+    async def do_start_cluster(self, cluster):
+        workdir = self.setup_working_directory(cluster)
+        yield {"workdir": workdir}
+        pid, group = await self.start_in_group(cluster, self.get_scheduler_command(cluster),
+                                               self.get_scheduler_env(cluster), "scheduler", self._limits(cluster))
+        yield {"workdir": workdir, "pid": pid, "sandbox": group}
+
+    async def do_stop_cluster(self, cluster):
+        await self.stop_in_group(cluster.state)
+        workdir = cluster.state.get("workdir")
+        if workdir is not None:
+            self.cleanup_working_directory(workdir)
+        self.gpu_pool.release_matching(policy.gpu_owner(cluster.name, ""))
+
+    # ------------------------------------------------------------ workers and their GPUs
+
+    def _worker_gpus(self, cluster) -> int:
+        profile = self.posehub.profile(cluster.options.get("profile", ""))
+        return int(profile.get("gpus") or 0) if profile else 0
+
     async def do_start_worker(self, worker):
         env = self.get_worker_env(worker.cluster)
         owner = policy.gpu_owner(worker.cluster.name, worker.name)
@@ -135,20 +253,16 @@ class PoseHubLocalBackend(UnsafeLocalBackend):
                 raise RuntimeError(f"worker {worker.name} of cluster {worker.cluster.name} not started: {e}") from None
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in held)
         try:
-            pid = await self.start_process(worker.cluster, self.get_worker_command(worker.cluster, worker.name), env,
-                                           f"worker-{worker.name}")
+            pid, group = await self.start_in_group(worker.cluster, self.get_worker_command(worker.cluster, worker.name),
+                                                   env, f"worker-{worker.name}", self._limits(worker.cluster, held))
         except BaseException:
             self.gpu_pool.release(owner)
             raise
-        yield {"pid": pid, "gpus": held}
+        yield {"pid": pid, "gpus": held, "sandbox": group}
 
     async def do_stop_worker(self, worker):
-        await super().do_stop_worker(worker)
+        await self.stop_in_group(worker.state)
         self.gpu_pool.release(policy.gpu_owner(worker.cluster.name, worker.name))
-
-    async def do_stop_cluster(self, cluster):
-        await super().do_stop_cluster(cluster)
-        self.gpu_pool.release_matching(policy.gpu_owner(cluster.name, ""))
 
     def release_lost_gpus(self) -> list[str]:
         """Give back the GPUs of workers the gateway no longer runs (stopped while it was down, or lost)."""

@@ -55,7 +55,7 @@ def apply(c, cfg: PoseHubConfig) -> None:
     c.PoseHubLocalBackend.meter_interval = float(d["meter_interval_seconds"])
     c.PoseHubLocalBackend.db_url = f"sqlite:///{cfg.state_dir / 'dask-gateway.sqlite'}"
     c.PoseHubLocalBackend.db_encrypt_keys = [encrypt_key(cfg.state_dir)]
-    c.PoseHubLocalBackend.clusters_directory = str(cfg.state_dir / "dask-clusters")
+    c.PoseHubLocalBackend.clusters_directory = str(cfg.data_dir / "dask-clusters")  # each cluster's folder is its owner's (0700)
     # PATH and VIRTUAL_ENV come from the worker profile's environment (policy.cluster_config)
     c.PoseHubLocalBackend.inherited_environment = ["LANG", "LC_ALL", "HOME", "TMPDIR"]
     c.PoseHubLocalBackend.stop_clusters_on_shutdown = True

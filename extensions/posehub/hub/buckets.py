@@ -1,14 +1,13 @@
 """Buckets on one machine: local folders standing in for S3 buckets.
 
-:func:`local_layout` is pure (which links a user's home gets); :func:`link_local`
-makes them. With ``buckets.backend: local`` each bucket is the folder
-``<state_dir>/buckets/<name>`` and the user's home prefix is
-``<state_dir>/buckets/<home bucket>/<username>``.
+:func:`local_layout` is pure (which links a user's home gets);
+:func:`posehub.hub.workspace.prepare` makes them. With ``buckets.backend: local`` each bucket is the folder
+``<data_dir>/buckets/<name>`` and the user's home prefix is
+``<data_dir>/buckets/<home bucket>/<username>``.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ def visible_shared(cfg: PoseHubConfig, groups) -> list[dict]:
 
 
 def local_root(cfg: PoseHubConfig) -> Path:
-    return cfg.state_dir / "buckets"
+    return cfg.data_dir / "buckets"
 
 
 def local_layout(cfg: PoseHubConfig, username: str, groups) -> list[Link]:
@@ -40,17 +39,3 @@ def local_layout(cfg: PoseHubConfig, username: str, groups) -> list[Link]:
     if home:
         links.append(Link("home-bucket", root / home["name"] / username, False))
     return links
-
-
-def link_local(home: Path, links: list[Link]) -> None:
-    """Create the bucket folders and link them into a user's home (idempotent)."""
-    for link in links:
-        link.target.mkdir(parents=True, exist_ok=True)
-        dest = home / link.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_symlink() and os.readlink(dest) == str(link.target):
-            continue
-        if dest.is_symlink():
-            dest.unlink()
-        if not dest.exists():
-            dest.symlink_to(link.target, target_is_directory=True)

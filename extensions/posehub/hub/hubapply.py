@@ -19,7 +19,7 @@ TEMPLATES = Path(__file__).parent / "templates" / "hub"
 def apply_hub(c, cfg: PoseHubConfig):
     """``hub.*`` -> where the hub listens and keeps its state."""
     hub, state = cfg["hub"], cfg.state_dir
-    state.mkdir(parents=True, exist_ok=True)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
     c.JupyterHub.bind_url = f"http://{hub['ip']}:{hub['port']}"
     c.JupyterHub.hub_ip = "127.0.0.1"
     c.JupyterHub.hub_port = hub["hub_port"]
@@ -102,7 +102,6 @@ def apply_spawner(c, cfg: PoseHubConfig):
     """``profiles``, ``gpus`` -> the one-machine spawner."""
     c.JupyterHub.spawner_class = "posehub.hub.spawner.PoseHubSpawner"
     c.PoseHubSpawner.config_file = str(cfg.path)
-    c.PoseHubSpawner.home_dir_template = str(cfg.state_dir / "homes" / "{username}")
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = 120
     c.Spawner.http_timeout = 120

@@ -166,10 +166,12 @@ def _listable(path: Path, timeout: float) -> bool:
     return ok == [True]
 
 
-def mount(access: BucketAccess, creds: Credentials | CredentialsError, home: Path, *, timeout: float = 10,
-          extra: list[str] = ()) -> MountResult:
-    """Mount one bucket at ``home/<access.mountpoint>``, or leave a note there saying why not."""
-    path = home / access.mountpoint
+def mount(access: BucketAccess, creds: Credentials | CredentialsError, root: Path, *, timeout: float = 10,
+          extra: list[str] = (), owner: tuple[int, int] | None = None) -> MountResult:
+    """Mount one bucket at ``root/<access.mountpoint>``, or leave a note there saying why not. ``root`` is the
+    hub's folder of this user's mounts (never inside the user's home, where a planted link could send a
+    mount elsewhere); with ``owner`` (uid, gid) the mount is that account's alone."""
+    path = root / access.mountpoint
     if is_mounted(path):  # left behind by a crash
         unmount(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -186,7 +188,8 @@ def mount(access: BucketAccess, creds: Credentials | CredentialsError, home: Pat
     reason = preflight(access, creds, timeout)
     if reason:
         return skipped(reason)
-    cmd = s3fs_command(access, path, timeout=timeout, extra=extra, session_token=bool(creds.session_token))
+    cmd = s3fs_command(access, path, timeout=timeout, extra=extra, session_token=bool(creds.session_token),
+                       owner=owner)
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/root"), **creds.as_env()}
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout * 3)

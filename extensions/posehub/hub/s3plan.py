@@ -116,9 +116,11 @@ def role_session_name(username: str) -> str:
     return name[:64]
 
 
-def s3fs_options(access: BucketAccess, timeout: float, extra: list[str], session_token: bool) -> list[str]:
+def s3fs_options(access: BucketAccess, timeout: float, extra: list[str], session_token: bool,
+                 owner: tuple[int, int] | None = None) -> list[str]:
     """``-o`` options of one mount: tuned for large sequential reads of video, many small files
-    listed at once, and quick failure when the endpoint is down."""
+    listed at once, and quick failure when the endpoint is down. With ``owner`` (uid, gid) the hub
+    (root) mounts for that account alone: every file shows as the owner's, mode 0700/0600."""
     opts = [
         f"endpoint={access.region}",
         f"connect_timeout={max(1, int(timeout))}",
@@ -137,14 +139,18 @@ def s3fs_options(access: BucketAccess, timeout: float, extra: list[str], session
         opts.append("ro")
     if session_token:
         opts.append("use_session_token")
+    if owner is not None:
+        uid, gid = owner
+        opts = [o for o in opts if not o.startswith("mp_umask=")]
+        opts += ["allow_other", f"uid={uid}", f"gid={gid}", "umask=0077", "mp_umask=0077"]
     return opts + list(extra)
 
 
 def s3fs_command(access: BucketAccess, mountpoint: Path, *, timeout: float = 10, extra: list[str] = (),
-                 session_token: bool = False) -> list[str]:
+                 session_token: bool = False, owner: tuple[int, int] | None = None) -> list[str]:
     source = access.bucket + (f":/{access.prefix.rstrip('/')}" if access.prefix else "")
     cmd = ["s3fs", source, str(mountpoint)]
-    for opt in s3fs_options(access, timeout, list(extra), session_token):
+    for opt in s3fs_options(access, timeout, list(extra), session_token, owner):
         cmd += ["-o", opt]
     return cmd
 

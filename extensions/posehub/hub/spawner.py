@@ -1,10 +1,15 @@
 """The spawner for one machine.
 
-Each user gets a home folder and a JupyterLab server run from the local
-environment of the profile's image (``.envs/<image>``). Profiles are offered
-through the spawn form, filtered by :mod:`posehub.profiles`; GPU profiles get
-exclusive GPU indices from a :class:`posehub.gpus.SharedGpuPool`, shared with
-the Dask Gateway's workers.
+Each user runs as their own system account (:mod:`posehub.hub.accounts`, made at
+the first spawn) with a private home, and each server in its own control group
+holding the profile's memory, CPUs, process count and GPU devices
+(:mod:`posehub.hub.isolation`); stopping a server kills everything in its group.
+The JupyterLab server runs from the local environment of the profile's image
+(``.envs/<image>``). Profiles are offered through the spawn form, filtered by
+:mod:`posehub.profiles`; GPU profiles get exclusive GPU indices from a
+:class:`posehub.gpus.SharedGpuPool`, shared with the Dask Gateway's workers.
+With ``isolation.mode: one-person-no-isolation`` servers run as the hub's own
+account with no limits (one person's own workstation).
 """
 
 from __future__ import annotations
@@ -17,20 +22,20 @@ from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import List, Unicode, default
+from traitlets import Dict, List, Unicode, default
 
 from cost_reports.reservations import BudgetExceeded
 
-from . import costs, workspace
+from . import accounts, cgroups, costs, homefiles, isolation, workspace
 from .. import environments, gpus, profiles
 from ..gateway import policy as gateway_policy
 from ..gateway import settings as gateway_settings
 from ..storage import MANIFEST_ENV
 from ..config import PoseHubConfig, load
 
-LABEXTENSIONS = Path(__file__).resolve().parent.parent / "labextension"
+LABEXTENSIONS = Path(__file__).resolve().parents[2] / "labextension"
 _templates = Environment(
     loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
     autoescape=select_autoescape(["html"]),
@@ -64,13 +69,11 @@ def gpu_pool(cfg: PoseHubConfig) -> gpus.GpuPool:
 LAB_NOTIFICATION_SETTINGS = Path(".jupyter/lab/user-settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings")
 
 
-def quiet_lab_defaults(home: Path) -> None:
+def quiet_lab_defaults(home: Path, uid: int, gid: int) -> None:
     """Workspaces may have no internet: JupyterLab does not ask about its news feed or check for
     updates. Written once, as the user's own setting, so they can change it."""
-    path = home / LAB_NOTIFICATION_SETTINGS
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text('{"fetchNews": "false", "checkForUpdates": false}\n')
+    homefiles.write_file(home, str(LAB_NOTIFICATION_SETTINGS), '{"fetchNews": "false", "checkForUpdates": false}\n',
+                         uid=uid, gid=gid, mode=0o644, only_if_missing=True)
 
 
 class ProfileError(web.HTTPError):
@@ -85,10 +88,12 @@ class ProfileError(web.HTTPError):
         return self.jupyterhub_message
 
 
-class PoseHubSpawner(SimpleLocalProcessSpawner):
+class PoseHubSpawner(LocalProcessSpawner):
     config_file = Unicode("", config=True, help="posehub.yaml to read (default: $POSEHUB_CONFIG or the embedded one).")
     gpu_indices = List(help="GPU indices held by this server.")
     profile_slug = Unicode("", help="Slug of the running profile.")
+    sandbox_state = Dict(help="The control group of the running server (posehub.hub.cgroups), kept across hub restarts.")
+    _account = None  # accounts.Account of this user (isolation.mode: accounts), set at start
     _loaded_running = False  # state was loaded from the hub database with a process id (hub restart)
     _activity_at_load = None  # the server's last activity as the hub database had it then
 
@@ -101,6 +106,18 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
     def user_groups(self) -> list[str]:
         return sorted(g.name for g in self.user.groups)
 
+    @property
+    def home_dir(self) -> str:
+        return str(isolation.home_of(self.posehub_config, self.user.name))
+
+    def account_refusal(self) -> str:
+        """Why this hub name cannot get a system account ('' when it can); nothing is created."""
+        try:
+            accounts.system_name(self.user.name, self.posehub_config["isolation"]["account_prefix"])
+        except accounts.AccountError as e:
+            return str(e)
+        return ""
+
     def offered_profiles(self) -> list[dict]:
         return profiles.allowed_profiles(
             self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin)
@@ -110,6 +127,9 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         """Why a profile the user may use cannot start right now ('' when it can)."""
         if not environments.is_built(profile["image"]):
             return f"The environment of image '{profile['image']}' has not been built on this machine yet."
+        memory = isolation.memory_refusal(self.posehub_config, profile)
+        if memory:
+            return memory
         if profile["gpus"]:
             pool = gpu_pool(self.posehub_config)
             if not pool.held_by(self._owner_key):
@@ -121,6 +141,9 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
 
     def validate_options(self, options: dict) -> dict:
         """Check a requested profile; returns normalised options or raises :class:`ProfileError`."""
+        refusal = self.account_refusal()
+        if refusal:
+            raise ProfileError(400, refusal)
         offered = self.offered_profiles()
         slug = (options or {}).get("profile")
         if not slug:
@@ -203,7 +226,10 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         return f"{SERVER_OWNER}{self.user.name}/{self.name}"
 
     def user_env(self, env):
-        env = super().user_env(env)
+        acct = self._account
+        env["USER"] = acct.name if acct else self.user.name
+        env["HOME"] = self.home_dir
+        env["SHELL"] = "/bin/bash"
         image = self.posehub_config.profile(self.profile_slug)["image"] if self.profile_slug else None
         if image:
             env["PATH"] = f"{environments.env_dir(image) / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
@@ -233,9 +259,17 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         self.cpu_limit = float(profile["cpu"])
         self.mem_limit = profiles.memory_bytes(profile["memory"])
 
+    def make_preexec_fn(self, name):
+        return isolation.preexec_fn(self._sandbox(), self._account, Path(self.home_dir))
+
+    def _sandbox(self) -> cgroups.Sandbox | None:
+        if not self.sandbox_state:
+            return None
+        return isolation.backend(self.posehub_config).restore(self.sandbox_state)
+
     def get_args(self):
         args = super().get_args()
-        if os.geteuid() == 0:  # one-machine hubs often run as root; the server must be told it may
+        if os.geteuid() == 0 and self._account is None:  # one-person mode run as root (tests only)
             args.append("--ServerApp.allow_root=True")
         # budget warnings inside JupyterLab (a prebuilt extension, no build step)
         args.append(f"--LabApp.extra_labextensions_path={LABEXTENSIONS}")
@@ -246,11 +280,12 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
     async def start(self):
         if not self.profile_slug:  # spawns that bypassed apply_user_options (e.g. restarts)
             self.apply_profile(self.user_options or {})
-        profile = self.posehub_config.profile(self.profile_slug)
+        cfg = self.posehub_config
+        profile = cfg.profile(self.profile_slug)
         self.gpu_indices = []
         if profile["gpus"]:
             try:
-                self.gpu_indices = gpu_pool(self.posehub_config).acquire(self._owner_key, profile["gpus"])
+                self.gpu_indices = gpu_pool(cfg).acquire(self._owner_key, profile["gpus"])
             except gpus.NoFreeGpu as e:
                 raise ProfileError(409, str(e)) from None
         gate = self.cost_gate
@@ -263,17 +298,38 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             self._release_gpus()
             raise ProfileError(403, e.message) from None
         try:
-            await asyncio.to_thread(workspace.prepare, self.posehub_config, self.user.name, self.user_groups(),
-                                    Path(self.home_dir), self.log)
-            quiet_lab_defaults(Path(self.home_dir))
+            await asyncio.to_thread(self._make_workspace, profile)
+            image = environments.singleuser_command(profile["image"])
+            sandbox = self._sandbox()
+            self.cmd = sandbox.wrap([str(image)], self._account.uid, self._account.gid) if sandbox else [str(image)]
             url = await super().start()
         except BaseException:
-            self._release_gpus()
-            await asyncio.to_thread(workspace.release, Path(self.home_dir), self.log)
+            await self._after_exit(None, None, close_span=False)
             await asyncio.to_thread(gate.release, reservation)
             raise
         await asyncio.to_thread(gate.started, self.user.name, self.name, profile, reservation)
         return url
+
+    def _make_workspace(self, profile: dict) -> None:
+        """The account, its home, the server's control group and the buckets (in a thread: useradd, mounts)."""
+        cfg = self.posehub_config
+        home = Path(self.home_dir)
+        owner = None
+        if cfg.isolated:
+            try:
+                self._account = isolation.account(cfg, self.user.name)
+            except accounts.AccountError as e:
+                raise ProfileError(400, str(e)) from None
+            acct = self._account
+            shared_gid = accounts.ensure_group(cfg["isolation"]["group"])
+            owner = workspace.Owner(acct.uid, acct.gid, shared_gid)
+            limits = isolation.profile_limits(cfg, profile, self.gpu_indices)
+            sandbox = isolation.backend(cfg).create(isolation.unit_name("server", acct.name, self.name), limits)
+            self.sandbox_state = sandbox.state()
+        else:
+            home.mkdir(parents=True, exist_ok=True)
+        workspace.prepare(cfg, self.user.name, self.user_groups(), home, self.log, owner=owner)
+        quiet_lab_defaults(home, *(owner.uid, owner.gid) if owner else (os.geteuid(), os.getegid()))
 
     async def stop(self, now=False):
         try:
@@ -299,10 +355,19 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             if inspect.isawaitable(result):
                 await result
 
-    async def _after_exit(self, end, note):
-        self._release_gpus()
-        await asyncio.to_thread(self._close_span, end, note)
-        await asyncio.to_thread(workspace.release, Path(self.home_dir), self.log)
+    async def _after_exit(self, end, note, close_span=True):
+        """Everything the server started is killed (its whole control group), its buckets unmounted, its GPUs
+        given back, then its span closed: nothing runs, and no credential stays mounted, unbilled."""
+        sandbox = self._sandbox()
+        try:
+            if sandbox is not None:
+                await asyncio.to_thread(sandbox.remove)
+                self.sandbox_state = {}
+            await asyncio.to_thread(workspace.release, self.posehub_config, Path(self.home_dir), self.log)
+        finally:
+            self._release_gpus()
+            if close_span:
+                await asyncio.to_thread(self._close_span, end, note)
 
     def _close_span(self, end, note):
         now = datetime.now(timezone.utc)
@@ -323,12 +388,18 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
             state["profile"] = self.profile_slug
         if self.gpu_indices:
             state["gpus"] = list(self.gpu_indices)
+        if self.sandbox_state:
+            state["sandbox"] = dict(self.sandbox_state)
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self.profile_slug = state.get("profile", "")
         self.gpu_indices = list(state.get("gpus", []))
+        self.sandbox_state = dict(state.get("sandbox", {}))
+        if self.posehub_config.isolated and self.sandbox_state:
+            self._account = accounts.lookup(self.user.name, prefix=self.posehub_config["isolation"]["account_prefix"],
+                                            homes_dir=isolation.homes_dir(self.posehub_config))
         self._loaded_running = bool(self.pid)
         self._activity_at_load = self.orm_spawner.last_activity if self.orm_spawner is not None else None
         if self.gpu_indices and self.pid:
@@ -338,3 +409,4 @@ class PoseHubSpawner(SimpleLocalProcessSpawner):
         super().clear_state()
         self.profile_slug = ""
         self.gpu_indices = []
+        # sandbox_state stays until _after_exit has emptied and removed the group

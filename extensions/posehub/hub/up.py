@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .. import environments
+from . import isolation
 from ..config import CONFIG_ENV, HUB_CONFIG_DIR, ConfigError, PoseHubConfig, load
 from .hubapply import PROXY_BIN
 
@@ -22,7 +23,7 @@ def ensure_admin_password(cfg: PoseHubConfig) -> tuple[Path, str | None]:
     The file is created with mode 0600 in one step, never readable by others.
     """
     path = cfg.state_dir / "admin-password"
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.exists():
         return path, None
     password = secrets.token_urlsafe(15)
@@ -36,7 +37,7 @@ def ensure_crypt_key(cfg: PoseHubConfig) -> str:
     """The key that encrypts the sign-in tokens the hub keeps (auth state), made at first start
     in ``<state_dir>/crypt-key`` (mode 0600)."""
     path = cfg.state_dir / "crypt-key"
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -54,7 +55,7 @@ def preflight(cfg: PoseHubConfig) -> list[str]:
         problems.append(
             "no profile environment is built; run " + " or ".join(f"`{environments.build_command(i)}`" for i in sorted(images))
         )
-    return problems
+    return problems + isolation.problems(cfg)
 
 
 def run(config: str | None = None) -> int:
@@ -68,6 +69,8 @@ def run(config: str | None = None) -> int:
         for p in problems:
             print(f"PoseHub cannot start: {p}", file=sys.stderr)
         return 2
+    isolation.secure_folders(cfg)
+    print(isolation.describe(cfg), flush=True)
     env = dict(os.environ, **{CONFIG_ENV: str(Path(cfg.path).resolve())})
     if cfg["auth"]["type"] == "oidc":
         from .oidc import client_secret

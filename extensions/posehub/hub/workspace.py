@@ -3,7 +3,16 @@
 :func:`prepare` links local folders (``buckets.backend: local``) or fetches
 credentials and mounts the buckets with s3fs (``s3``), then writes the manifest
 that :mod:`posehub.storage` reads inside the server. :func:`release` unmounts
-everything under the user's home; it is safe to call twice and after a crash.
+everything of that user; it is safe to call twice and after a crash.
+
+Where things live on one machine (``hub.data_dir``)::
+
+    homes/<account>/                 the user's home (theirs, 0700); the hub writes in it only through
+                                     posehub.hub.homefiles (never through a link the user planted)
+    homes/<account>/buckets/<name>   a link to the bucket's folder or mount
+    mounts/<account>/<mountpoint>    S3 mounts (root-owned folders, 0750 to the account's group;
+                                     mounted with the account's uid/gid and umask 077)
+    buckets/<name>                   local buckets; buckets/<home bucket>/<user> is the user's own (0700)
 """
 
 from __future__ import annotations
@@ -11,32 +20,63 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import buckets, mounts, s3creds, s3plan
+from . import buckets, homefiles, mounts, s3creds, s3plan
 from ..config import PoseHubConfig
 
 MANIFEST = Path(".posehub/storage.json")
-log = logging.getLogger("posehub.hub.workspace")
+log = logging.getLogger("posehub.workspace")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The system account a workspace belongs to (None where every server runs as the hub's account)."""
+
+    uid: int
+    gid: int
+    shared_gid: int  # the group every PoseHub account is in (writable shared local buckets)
 
 
 def manifest_file(home: Path) -> Path:
     return home / MANIFEST
 
 
-def _write_private(path: Path, data: dict) -> None:
-    """Written 0600 and replaced atomically: it may hold the server's credentials."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+def mount_root(cfg: PoseHubConfig, home: Path) -> Path:
+    """The folder of this home's S3 mounts, outside the home."""
+    return cfg.data_dir / "mounts" / Path(home).name
 
 
-def _local(cfg: PoseHubConfig, username: str, groups, home: Path) -> list[dict]:
+def _ids(owner: Owner | None) -> dict:
+    return {"uid": owner.uid, "gid": owner.gid} if owner else {"uid": os.geteuid(), "gid": os.getegid()}
+
+
+def _dir(path: Path, mode: int, uid: int = -1, gid: int = -1) -> None:
+    """A folder the hub owns (or hands to uid/gid), with exactly ``mode``."""
+    path.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        raise homefiles.HomeFileError(f"{path} is a symbolic link where PoseHub keeps a folder")
+    if os.geteuid() == 0:
+        os.chown(path, uid, gid, follow_symlinks=False)
+    os.chmod(path, mode)
+
+
+def _local(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner | None) -> list[dict]:
     links = buckets.local_layout(cfg, username, groups)
-    buckets.link_local(home, links)
+    root = buckets.local_root(cfg)
+    _dir(root, 0o755)
+    for link in links:
+        if link.path == "home-bucket":  # the user's own prefix: theirs alone
+            _dir(link.target.parent, 0o711)
+            _dir(link.target, 0o700, *(owner.uid, owner.gid) if owner else (-1, -1))
+        elif owner is None:
+            _dir(link.target, 0o755)
+        elif link.read_only:  # readable by PoseHub accounts, writable by none
+            _dir(link.target, 0o750, 0, owner.shared_gid)
+        else:  # writable by every PoseHub account (setgid: new files keep the group)
+            _dir(link.target, 0o2770, 0, owner.shared_gid)
+        homefiles.ensure_symlink(home, link.path, link.target, **_ids(owner))
     entries = []
     for link in links:
         name = "home" if link.path == "home-bucket" else link.path.split("/", 1)[1]
@@ -48,17 +88,22 @@ def _local(cfg: PoseHubConfig, username: str, groups, home: Path) -> list[dict]:
     return entries
 
 
-def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, logger) -> list[dict]:
+def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner | None, logger) -> list[dict]:
     b = cfg["buckets"]
     accesses = s3plan.plan(cfg, username, groups)
     creds = s3creds.credentials_for(cfg, username, accesses)
+    root = mount_root(cfg, home)
+    _dir(root.parent, 0o711)
+    _dir(root, 0o750, 0, owner.gid) if owner else _dir(root, 0o700)
     entries = []
     for a in accesses:
         c = creds[a.name]
         usable = not isinstance(c, s3creds.CredentialsError)
         if b["mount"]["enabled"]:
-            result = mounts.mount(a, c, home, timeout=b["mount"]["timeout_seconds"], extra=b["mount"]["options"])
+            result = mounts.mount(a, c, root, timeout=b["mount"]["timeout_seconds"], extra=b["mount"]["options"],
+                                  owner=(owner.uid, owner.gid) if owner else None)
             mounted, note = result.mounted, result.reason
+            homefiles.ensure_symlink(home, a.mountpoint, result.path, **_ids(owner))
         else:
             mounted, note = False, "" if usable else str(c)
         if note:
@@ -72,21 +117,22 @@ def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, logger) -> list[d
     return entries
 
 
-def prepare(cfg: PoseHubConfig, username: str, groups, home: Path, logger=log) -> Path:
+def prepare(cfg: PoseHubConfig, username: str, groups, home: Path, logger=log, owner: Owner | None = None) -> Path:
     """Make the user's buckets reachable in ``home``; returns the manifest's path. Never raises for
     a bucket that cannot be reached: that bucket is skipped with a note."""
     home = Path(home)
-    release(home, logger)  # mounts left by a crash of an earlier run
+    release(cfg, home, logger)  # mounts left by a crash of an earlier run
     if cfg["buckets"]["backend"] == "local":
-        entries = _local(cfg, username, groups, home)
+        entries = _local(cfg, username, groups, home, owner)
     else:
-        entries = _s3(cfg, username, groups, home, logger)
-    path = manifest_file(home)
-    _write_private(path, {"backend": cfg["buckets"]["backend"], "user": username, "buckets": entries})
-    return path
+        entries = _s3(cfg, username, groups, home, owner, logger)
+    data = {"backend": cfg["buckets"]["backend"], "user": username, "buckets": entries}
+    # written 0600 as the user's own file, replaced atomically: it may hold the server's credentials
+    return homefiles.write_file(home, str(MANIFEST), json.dumps(data, indent=2), mode=0o600, **_ids(owner))
 
 
-def release(home: Path, logger=log) -> None:
-    """Unmount every s3fs mount in ``home`` (idempotent)."""
-    for err in mounts.unmount_under(Path(home)):
-        logger.error("storage: could not unmount %s", err)
+def release(cfg: PoseHubConfig, home: Path, logger=log) -> None:
+    """Unmount every s3fs mount of this home (idempotent)."""
+    for folder in (mount_root(cfg, home), Path(home)):
+        for err in mounts.unmount_under(folder):
+            logger.error("storage: could not unmount %s", err)
