@@ -8,7 +8,10 @@ the user's own session gets the JupyterLab page (/user/<name>/lab, through the
 OAuth hand-off) with status 200. Users are created before the clock starts.
 
   PoseHub: the real `posehub up` (tests/hubfixture.py), profile `cpu-small`
-           picked in the spawn form.
+           picked in the spawn form, with isolation on (as run by root): each
+           user's first spawn makes their system account (`phbench-<name>`,
+           removed after the run) and the server runs as it, in its own
+           control group with the profile's limits.
   plain:   JupyterHub with SimpleLocalProcessSpawner, NativeAuthenticator (open
            sign-up), the same proxy and single-user environment; no options
            form, so GET /hub/spawn starts the server.
@@ -122,10 +125,24 @@ def kill_leftovers(hub_port: int, proxy_port: int):
                 pass
 
 
+BENCH_PREFIX = "phbench-"
+
+
+def remove_accounts(prefix: str) -> None:
+    """The system accounts this run's PoseHub made (PoseHub itself never deletes accounts)."""
+    import pwd
+
+    for pw in pwd.getpwall():
+        if pw.pw_name.startswith(prefix) and pw.pw_gecos.startswith("PoseHub user "):
+            subprocess.run(["pkill", "-KILL", "-u", pw.pw_name], capture_output=True)
+            subprocess.run(["userdel", pw.pw_name], capture_output=True)
+
+
 def run_system(label: str, users: int, timeout: float) -> tuple[list[float], dict[str, str]]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{label}-"))
     if label == "posehub":
         cfg = base_config(workdir / "state")
+        cfg["isolation"]["account_prefix"] = BENCH_PREFIX
         hub, spawn, ports = Hub(cfg, workdir), spawn_posehub, (cfg["hub"]["hub_port"], cfg["hub"]["proxy_api_port"])
     else:
         hub, spawn = PlainHub(workdir), spawn_plain
@@ -139,6 +156,9 @@ def run_system(label: str, users: int, timeout: float) -> tuple[list[float], dic
         t = time.monotonic()
         hub.start()
         print(f"{label}: hub up in {time.monotonic() - t:.1f}s ({workdir})", flush=True)
+        for line in hub.log().splitlines():
+            if line.startswith("isolation: "):
+                print(f"{label}: {line}", flush=True)
         for name in names:
             hub.create_user(name, PASSWORD)
         hub.api_token()
@@ -174,6 +194,8 @@ def run_system(label: str, users: int, timeout: float) -> tuple[list[float], dic
         print(f"{label}: stopping the hub", flush=True)
         hub.stop(timeout=180)
         kill_leftovers(*ports)
+        if label == "posehub":
+            remove_accounts(BENCH_PREFIX)
     if errors:
         print(f"{label}: hub log tail:\n{hub.log()[-3000:]}", flush=True)
     return times, errors

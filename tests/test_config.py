@@ -1,5 +1,6 @@
 """The config file: defaults validate, and each bad case stops with one exact message."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -60,7 +61,7 @@ BAD_CASES = {
     "unknown top-level key": (
         lambda c: c.update(budget={"default": 10}),
         "budget: unknown key 'budget' (expected one of: admins, auth, buckets, budgets, costs, dask, gpus, groups, "
-        "hub, images, profiles)",
+        "hub, images, isolation, profiles)",
     ),
     "wrong type": (
         lambda c: c["profiles"][0].update(cpu="two"),
@@ -97,6 +98,30 @@ BAD_CASES = {
     "demo bucket not shared": (
         lambda c: c.update(buckets={"demo_bucket": "videos", "shared": [{"name": "labels"}]}),
         "buckets.demo_bucket: 'videos' is not one of buckets.shared (expected one of: labels)",
+    ),
+    "one person, two admins": (
+        lambda c: c.update(isolation={"mode": "one-person-no-isolation"}, admins=["ann", "ben"]),
+        "isolation.mode: 'one-person-no-isolation' runs every server as the hub's own account, so it is only for "
+        "one person's own workstation; this file names 2 people (ann, ben). Name exactly one under admins and no "
+        "one else, or use isolation.mode: accounts (run the hub as root)",
+    ),
+    "one person, group members": (
+        lambda c: c.update(isolation={"mode": "one-person-no-isolation"}, admins=["ann"],
+                           groups={"lab": {"users": ["ann", "ben"]}}),
+        "isolation.mode: 'one-person-no-isolation' runs every server as the hub's own account, so it is only for "
+        "one person's own workstation; this file names 2 people (ann, ben). Name exactly one under admins and no "
+        "one else, or use isolation.mode: accounts (run the hub as root)",
+    ),
+    "one person, open sign-up": (
+        lambda c: c.update(isolation={"mode": "one-person-no-isolation"}, admins=["ann"],
+                           auth={"local": {"open_signup": True}}),
+        "isolation.mode: 'one-person-no-isolation' runs every server as the hub's own account, so it is only for "
+        "one person's own workstation; open sign-up lets anyone make an account. Set auth.local.open_signup: false, "
+        "or use isolation.mode: accounts (run the hub as root)",
+    ),
+    "bad account prefix": (
+        lambda c: c.update(isolation={"account_prefix": "Pose Hub"}),
+        'isolation.account_prefix: expected a string matching ^[a-z_][a-z0-9_-]{0,15}$, got "Pose Hub"',
     ),
     "gpus devices": (
         lambda c: c.update(gpus={"devices": "all"}),
@@ -152,6 +177,36 @@ def test_check_config_cli(tmp_path):
 def test_version_cli():
     out = subprocess.run([POSEHUB, "version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "posehub 0.1.0"
+
+
+def test_one_person_mode_for_one_named_person_validates():
+    cfg = validate(dict(minimal(), isolation={"mode": "one-person-no-isolation"}, admins=["ann"],
+                        groups={"lab": {"users": ["ann"]}}))
+    assert not cfg.isolated
+    assert validate(minimal()).isolated  # accounts are the default
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs posehub up as another (unprivileged) account")
+def test_hub_not_run_as_root_refuses_accounts_mode_and_creates_nothing():
+    """`posehub up` as an ordinary account, with isolation.mode: accounts (the default): one sentence saying what to
+    do, exit 2, and no state or data folder made."""
+    import shutil
+    import tempfile
+
+    tmp_path = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own folders are closed to other accounts
+    os.chmod(tmp_path, 0o777)
+    data = minimal()
+    data["hub"] = {"state_dir": str(tmp_path / "state"), "data_dir": str(tmp_path / "data")}
+    path = write(tmp_path, data)
+    out = subprocess.run([POSEHUB, "up", "--config", path], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, user="nobody", group="nogroup")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert ("PoseHub cannot start: isolation.mode 'accounts' gives every user their own system account and control "
+            "group, which needs root: run the hub as root (`sudo make up`), or, on your own workstation with no one "
+            "else signing in, set isolation.mode: one-person-no-isolation") in out.stderr.splitlines()
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "state").exists() and not (tmp_path / "data").exists()
+    shutil.rmtree(tmp_path)
 
 
 @pytest.mark.parametrize("launcher", ["posehub up", "jupyterhub"])

@@ -165,3 +165,26 @@ def test_restart_keeps_users_homes_and_state(hub):
     wait_ready(hub, "alice")
     names = {u["name"] for u in hub.api("GET", "/users").json()}
     assert {"admin", "alice"} <= names
+
+
+def test_one_person_mode_runs_servers_as_the_hubs_account_and_says_so(hub_config, tmp_path):
+    """isolation.mode: one-person-no-isolation (one person's own workstation): announced at start, the one person's
+    server runs as the hub's own account with no control group, and no system account is made."""
+    import os
+    import pwd
+
+    hub_config["isolation"] = {"mode": "one-person-no-isolation", "account_prefix": hub_config["isolation"]["account_prefix"]}
+    hub_config["groups"] = {}
+    hub = Hub(hub_config, tmp_path).start()
+    try:
+        assert "isolation: one-person-no-isolation: every server runs as this hub's own account" in hub.log()
+        s = hub.admin_session()
+        assert spawn_with_form(hub, s, "cpu-small").status_code == 200
+        wait_ready(hub, "admin")
+        [pid] = server_processes(hub, "admin")
+        assert os.stat(f"/proc/{pid}").st_uid == os.geteuid()
+        assert "posehub-" not in open(f"/proc/{pid}/cgroup").read()
+        with pytest.raises(KeyError):
+            pwd.getpwnam(hub.account("admin"))
+    finally:
+        hub.stop()
