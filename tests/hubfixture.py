@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import re
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import tempfile
 import time
@@ -44,7 +46,9 @@ def wait_for(predicate, timeout=60.0, interval=0.2, what="condition"):
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last!r})")
 
 
-TEST_ACCOUNT_PREFIX = "phtest-"  # system accounts of test hubs (removed at the end of the session: conftest.py)
+# system accounts of this test session's hubs ("pht<4 letters>-alice"), removed at its end (conftest.py); a prefix of
+# its own, so two test runs on one machine never touch each other's accounts
+TEST_ACCOUNT_PREFIX = "pht" + "".join(random.choice(string.ascii_lowercase) for _ in range(4)) + "-"
 
 
 def data_dir() -> Path:

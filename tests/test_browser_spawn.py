@@ -18,14 +18,16 @@ def hub_config(hub_config):
     hub_config["profiles"] = [
         {"slug": "cpu-small", "display_name": "Small CPU", "image": "base", "cpu": 2, "memory": "4G",
          "price_per_hour": 0.10, "description": "For notebooks, labelling and looking at results."},
-        {"slug": "cpu-large", "display_name": "Large CPU", "image": "base", "cpu": 8, "memory": "32G",
+        {"slug": "cpu-large", "display_name": "Large CPU", "image": "base", "cpu": 8, "memory": "8G",
          "price_per_hour": 0.40, "allowed_groups": ["staff"],
          "description": "For preprocessing video and small training runs."},
-        {"slug": "gpu", "display_name": "One GPU", "image": "base", "cpu": 8, "memory": "32G", "gpus": 1,
+        {"slug": "gpu", "display_name": "One GPU", "image": "base", "cpu": 8, "memory": "8G", "gpus": 1,
          "price_per_hour": 1.21, "allowed_groups": ["staff"], "description": "For training pose models."},
         {"slug": "tracking", "display_name": "Multi-animal tracking", "image": "tracking", "cpu": 8,
-         "memory": "32G", "price_per_hour": 0.40, "allowed_users": ["sam"],
+         "memory": "8G", "price_per_hour": 0.40, "allowed_users": ["sam"],
          "description": "A lab's own image, not built on this machine yet."},
+        {"slug": "cpu-huge", "display_name": "Huge memory", "image": "base", "cpu": 2, "memory": "1024G",
+         "price_per_hour": 2.0, "allowed_users": ["sam"], "description": "For a machine with 1 TiB of memory."},
     ]
     return hub_config
 
@@ -46,10 +48,13 @@ def test_login_pick_profile_reach_jupyterlab(hub):
         page = b.new_page(viewport={"width": 1100, "height": 1000})
         login(page, hub.url, "sam", "correct-horse-9")
         offered = page.locator("[data-profile]").evaluate_all("els => els.map(e => e.dataset.profile)")
-        assert offered == ["cpu-small", "cpu-large", "gpu", "tracking"]
+        assert offered == ["cpu-small", "cpu-large", "gpu", "tracking", "cpu-huge"]
         assert page.locator("#profile-gpu").is_disabled()
         assert "this machine has no GPU" in page.locator("[data-profile=gpu]").inner_text()
         assert "make env IMAGE=tracking" in page.locator("[data-profile=tracking]").inner_text()
+        assert page.locator("#profile-cpu-huge").is_disabled()  # memory the machine does not have
+        assert "The profile asks for 1024 GiB of memory; this machine has" in \
+            page.locator("[data-profile=cpu-huge]").inner_text()
         DOCS.mkdir(exist_ok=True)
         page.screenshot(path=str(DOCS / "spawn-page.png"), full_page=True)
 

@@ -10,8 +10,13 @@ ledger's `dask-worker` spans, and the cost enforcer stopping a cluster at the ca
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import pwd
+import stat
 import subprocess
+import tempfile
 from pathlib import Path
 import textwrap
 from decimal import Decimal
@@ -25,6 +30,7 @@ from hubfixture import REPO, Hub, base_config, free_port, process_env, server_pr
 
 from cost_reports.core import CostReporter
 from posehub.config import load
+from posehub.hub import accounts
 
 pytestmark = [pytest.mark.slow]
 POSE_PY = REPO / ".envs" / "pose" / "bin" / "python"
@@ -173,6 +179,34 @@ def test_bad_profiles_are_refused_with_a_clear_message(gw, options, message):
     assert client(gw, "out['n'] = len(gateway.list_clusters())")["n"] == 0
 
 
+def check_cluster_isolation(gw, out: dict) -> None:
+    """Alice's cluster: its scheduler and workers run as her account, each worker in a control group with its
+    profile's limits; its folder (TLS key, logs) is hers alone; bob can neither read the key nor attach."""
+    hub = gw["hub"]
+    assert out["uid"] == out["scheduler_uid"] == pwd.getpwnam(hub.account("alice")).pw_uid
+    memory = next(line.split(":", 2)[2] for line in out["cgroup"].splitlines() if ":memory:" in line)
+    assert f"-{out['name']}-worker-" in memory
+    assert Path(f"/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes").read_text().strip() == str(2 * 2**30)
+    cluster_dir = hub.data_dir / "dask-clusters" / out["name"]  # the cluster's TLS key and logs: alice's alone
+    assert cluster_dir.stat().st_uid == out["uid"] and stat.S_IMODE(cluster_dir.stat().st_mode) == 0o700
+    key = cluster_dir / ".certs" / "dask.pem"
+    assert key.stat().st_uid == out["uid"] and stat.S_IMODE(key.stat().st_mode) == 0o600
+    # bob cannot read alice's cluster key, nor attach to her cluster with his own token
+    bob = accounts.ensure_account("bob", prefix=hub.config["isolation"]["account_prefix"], group="posehub-users",
+                                  homes_dir=hub.data_dir / "homes")  # as his first spawn would
+    r = subprocess.run(["cat", str(key)], user=bob.uid, group=bob.gid, extra_groups=list(bob.groups),
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    attach = client(gw, f"""
+        try:
+            gateway.connect({out['name']!r})
+            out["error"] = ""
+        except Exception as e:
+            out["error"] = f"{{type(e).__name__}}: {{e}}"
+    """, token=user_token(hub, "bob"))
+    assert attach["error"].startswith("ClientResponseError: 403, message='Forbidden'") and out["name"] in attach["error"]
+
+
 def test_a_cluster_runs_in_the_profile_environment_and_is_metered(gw):
     hub = gw["hub"]
     out = client(gw, """
@@ -186,6 +220,9 @@ def test_a_cluster_runs_in_the_profile_environment_and_is_metered(gw):
         out["resources"] = [w["resources"] for w in info["workers"].values()]
         out["prefix"] = c.submit(lambda: sys.prefix).result()
         out["sum"] = c.submit(sum, [1, 2, 3]).result()
+        out["uid"] = c.submit(os.getuid).result()
+        out["cgroup"] = c.submit(lambda: open("/proc/self/cgroup").read()).result()
+        out["scheduler_uid"] = c.run_on_scheduler(os.getuid)
         # one cluster at a time (dask.max_clusters_per_user: 1)
         try:  # (submit: a GatewayCluster that failed to start can deadlock the client when collected)
             gateway.submit(profile="pose-cpu")
@@ -206,6 +243,11 @@ def test_a_cluster_runs_in_the_profile_environment_and_is_metered(gw):
     assert out["resources"] == [{"member": 1.0}] or out["resources"] == [{"member": 1}]
     assert out["prefix"] == str(REPO / ".envs" / "pose")
     assert out["sum"] == 6
+    try:
+        check_cluster_isolation(gw, out)
+    except BaseException:
+        client(gw, f"gateway.stop_cluster({out['name']!r}); out['ok'] = True")
+        raise
     assert "You already run 1 Dask cluster(s), the most you may run at once is 1" in out["second"]
     assert "would exceed resource limit of 3 workers" in out["scale_warning"]
     assert out["listed"] == [out["name"]]
@@ -261,6 +303,11 @@ def test_gpu_workers_and_servers_share_the_machines_gpus(gw):
     refused with the reason; each GPU comes back when its holder stops. The machine has no GPU: the two are
     declared in gpus.devices, and what is checked is which index each process is given."""
     hub = gw["hub"]
+    nodes = Path(tempfile.mkdtemp(dir="/tmp"))  # stand-ins for /dev/nvidia0 and /dev/nvidia1 (NVIDIA's major, 195)
+    os.chmod(nodes, 0o755)
+    for n in (0, 1):
+        os.mknod(nodes / f"nvidia{n}", 0o666 | stat.S_IFCHR, os.makedev(195, n))
+        os.chmod(nodes / f"nvidia{n}", 0o666)  # (mknod's mode goes through the umask)
 
     def owners():
         f = hub.state_dir / "gpus.json"
@@ -285,12 +332,23 @@ def test_gpu_workers_and_servers_share_the_machines_gpus(gw):
         c = cluster.get_client()
         c.wait_for_workers(1, timeout=120)
         out["visible"] = sorted(c.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES")).values())
+
+        def opening(path):
+            try:
+                os.close(os.open(path, os.O_RDWR))
+                return 0
+            except OSError as e:
+                return e.errno
+        out["open"] = [c.submit(opening, f"{NODES}/nvidia{n}", resources={"GPU": 1}, pure=False).result()
+                       for n in (0, 1)]
         out["resources"] = [w["resources"] for w in c.scheduler_info()["workers"].values()]
         c.close()
-    """, token=sam)
+    """.replace("{NODES}", str(nodes)), token=sam)
     try:
         assert "would exceed resource limit of 1 workers" in out["scale_warning"]  # 1 GPU free at the start
         assert out["visible"] == ["1"] and out["resources"] in ([{"GPU": 1}], [{"GPU": 1.0}])
+        # the worker given GPU 1 may open only /dev/nvidia1 (no driver here: ENXIO), not sam's server's GPU 0
+        assert out["open"][0] == errno.EPERM and out["open"][1] not in (0, errno.EPERM)
         held = owners()
         assert held["0"] == "server:sam/" and held["1"].startswith(f"dask:{out['name']}/")
         msg = refused(gw, "profile='gpu-staff'", token=user_token(hub, "tess"))

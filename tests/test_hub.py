@@ -173,7 +173,7 @@ def test_one_person_mode_runs_servers_as_the_hubs_account_and_says_so(hub_config
     import os
     import pwd
 
-    hub_config["isolation"] = {"mode": "one-person-no-isolation", "account_prefix": hub_config["isolation"]["account_prefix"]}
+    hub_config["isolation"] = {"mode": "one-person-no-isolation", "account_prefix": "phsolo-"}
     hub_config["groups"] = {}
     hub = Hub(hub_config, tmp_path).start()
     try:

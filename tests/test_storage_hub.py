@@ -4,6 +4,8 @@ environment through posehub.storage, unmounted at stop and after the server proc
 from __future__ import annotations
 
 import json
+import pwd
+import stat
 import os
 import signal
 import subprocess
@@ -50,6 +52,18 @@ def test_spawn_mounts_buckets_and_stop_unmounts_them(hub, s3):
     root = hub.data_dir / "mounts" / hub.account("alice")  # mounts live outside the home, linked into it
     assert sorted(mounts.mounts_under(root)) == [root / "buckets" / "openfield-demo", root / "home-bucket"]
     assert (home / "home-bucket").resolve() == root / "home-bucket"
+    # the mounts are alice's alone: her uid, mode 0700, in a folder only her account's group may enter
+    uid = pwd.getpwnam(hub.account("alice")).pw_uid
+    assert (root / "home-bucket").stat().st_uid == uid and stat.S_IMODE((root / "home-bucket").stat().st_mode) == 0o700
+    assert stat.S_IMODE(root.stat().st_mode) == 0o750 and root.stat().st_gid == pwd.getpwnam(hub.account("alice")).pw_gid
+    for path in (root / "home-bucket", root / "buckets" / "openfield-demo", home):
+        other = subprocess.run(["ls", str(path)], user="nobody", group="nogroup", extra_groups=[],
+                               capture_output=True, text=True)
+        assert other.returncode != 0 and "Permission denied" in other.stderr, path
+    gid = pwd.getpwnam(hub.account("alice")).pw_gid
+    mine = subprocess.run(["ls", str(home / "home-bucket")], user=uid, group=gid, extra_groups=[],
+                          capture_output=True, text=True)
+    assert mine.returncode == 0, mine.stderr
     assert (home / "buckets" / "openfield-demo" / "labels" / "CollectedData.csv").read_bytes() == b"scorer,x\n"
     # the bucket that does not exist did not stop the server: a note in the folder and in the hub log
     note = (home / "buckets" / "gone-bucket" / mounts.NOTE_FILE).read_text()

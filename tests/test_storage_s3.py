@@ -140,11 +140,12 @@ def test_storage_reads_stream_and_seek(s3, tmp_path, home, monkeypatch):
 
 
 def test_the_home_mount_holds_only_the_users_prefix(s3, tmp_path, home, monkeypatch):
-    prepared(config(s3, tmp_path), home, monkeypatch)
+    cfg = config(s3, tmp_path)
+    prepared(cfg, home, monkeypatch)
     mine = home / "home-bucket"
     assert "notes.txt" in os.listdir(mine) and "secret.txt" not in os.listdir(mine)
     assert not (mine / "bob").exists() and not (mine / ".." / "bob").exists()
-    assert mine.resolve().parent == home  # the mount's parent is the user's home, not the bucket
+    assert mine.resolve() == workspace.mount_root(cfg, home) / "home-bucket"  # the mount, not the bucket
     assert "bob/secret.txt" in s3.objects("posehub-home")  # it is there, just not reachable from the mount
 
 
