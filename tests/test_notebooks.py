@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -45,7 +47,12 @@ def workspace(tmp_path_factory):
         assert spawn_with_form(hub, s, "pose-cpu").status_code == 200
         wait_ready(hub, "alice", timeout=300)
         (pid,) = server_processes(hub, "alice")
-        yield {"hub": hub, "env": process_env(pid), "home": hub.home("alice"), "out": tmp}
+        home = hub.home("alice")
+        account = pwd.getpwnam(hub.account("alice"))
+        out = home / "notebook-runs"  # the notebooks run as alice's account, and write where she may
+        out.mkdir()
+        os.chown(out, account.pw_uid, account.pw_gid)
+        yield {"hub": hub, "env": process_env(pid), "home": home, "out": out, "account": account}
     finally:
         hub.stop()
         print(f"\n----- hub log (last lines) -----\n{hub.log()[-5000:]}")
@@ -56,7 +63,9 @@ def run_notebook(ws, name: str, expect_fail: bool = False, **params):
     cmd = [str(POSE_PY), "-m", "posehub.notebooks", str(NOTEBOOKS / name), str(out)]
     for k, v in params.items():
         cmd += ["-p", f"{k}={json.dumps(v)}"]
-    r = subprocess.run(cmd, env=ws["env"], cwd=ws["home"], capture_output=True, text=True, timeout=1800)
+    acct = ws["account"]  # as alice's own account, like her kernel
+    r = subprocess.run(cmd, env=ws["env"], cwd=ws["home"], capture_output=True, text=True, timeout=1800,
+                       user=acct.pw_uid, group=acct.pw_gid, extra_groups=os.getgrouplist(acct.pw_name, acct.pw_gid))
     if expect_fail:
         assert r.returncode != 0, f"{name} ran, but should have failed"
         return r
@@ -133,7 +142,9 @@ def test_compared_results_in_jupyterlab(workspace):
     done = workspace["out"] / "04_compare.ipynb"
     if not done.exists():
         pytest.fail("notebook 04 has not run (test_02_03_04_sleap_and_deeplabcut_compared failed?)")
-    (workspace["home"] / "04_compare.ipynb").write_bytes(done.read_bytes())
+    copy = workspace["home"] / "04_compare.ipynb"
+    copy.write_bytes(done.read_bytes())
+    os.chown(copy, workspace["account"].pw_uid, workspace["account"].pw_gid)
     hub = workspace["hub"]
     with browser() as b:
         page = b.new_page(viewport={"width": 1280, "height": 1000})
