@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from .budgets import MAX_EXTENSION_DAYS
 from .money import to_amount
 
 MAX_BUDGET = Decimal(1_000_000)
-MAX_EXTENSION_DAYS = 366
 
 
 class InputError(ValueError):
@@ -92,6 +92,8 @@ def extension_end(now: datetime, days=None, until: str | None = None) -> datetim
         raise InputError(f"until must include a time zone (e.g. Z for UTC), got {until!r}")
     if end <= now:
         raise InputError(f"until must be in the future, got {until!r}")
+    if end > now + timedelta(days=MAX_EXTENSION_DAYS):
+        raise InputError(f"until must be at most {MAX_EXTENSION_DAYS} days from now, got {until!r}")
     return end
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
-from .budgets import BudgetPolicy, EffectiveBudget, Extension, Overrides, effective_budget, validate_budget, validate_scope
+from .budgets import MAX_EXTENSION_DAYS, BudgetPolicy, EffectiveBudget, Extension, Overrides, effective_budget, validate_budget, validate_scope
 from .clock import as_utc
 from .db import CostDB
 from .models import BudgetAudit, BudgetExtension, BudgetOverride
@@ -130,6 +130,9 @@ class BudgetStore:
         now = self.db.clock.now()
         if until <= now:
             raise ValueError(f"extension end {until.isoformat()} is not after now ({now.isoformat()})")
+        if until > now + timedelta(days=MAX_EXTENSION_DAYS):
+            raise ValueError(f"extension end {until.isoformat()} is more than {MAX_EXTENSION_DAYS} days away: "
+                             "grant a shorter extension, or change the user's budget instead")
         with self.db.write() as s:
             row = BudgetExtension(user=user, amount=amount, granted_at=now, until=until, granted_by=actor, reason=reason)
             s.add(row)

@@ -38,6 +38,8 @@ def validate_budget(value, scope: str = "default", name: str = "") -> Decimal:
     return to_amount(value, what)
 
 
+MAX_EXTENSION_DAYS = 366  # an extension ends within a year of being granted
+
 @dataclass(frozen=True)
 class BudgetPolicy:
     """The budgets of posehub.yaml (``budgets:``), validated, as Decimals."""

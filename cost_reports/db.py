@@ -75,6 +75,10 @@ class CostDB:
         from . import notices  # noqa: F401  (registers its table)
 
         Base.metadata.create_all(self.engine)
+        # indexes added since a ledger's tables were made (create_all adds only missing tables)
+        for table in Base.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
         if self.dialect == "sqlite":
             with self.engine.connect() as conn:
                 problems = sqlite_money_problems(conn)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, func, type_coerce
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text, func, text, type_coerce
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -125,6 +125,9 @@ class Span(Base):
     __tablename__ = "cost_spans"
     __table_args__ = (
         Index("ix_cost_spans_open", "user", "kind", "resource_id", "end"),
+        # a resource has at most one open span: kept by the database, not only by the code that opens them
+        Index("ux_cost_spans_one_open", "user", "kind", "resource_id", unique=True,
+              sqlite_where=text('"end" IS NULL'), postgresql_where=text('"end" IS NULL')),
         # spend in a period (cost_reports.spend), of one user and of all: spans starting in it
         # (covering the inside sums) ...
         Index("ix_cost_spans_user_start", "user", "start", "end", "cost"),

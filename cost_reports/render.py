@@ -7,6 +7,7 @@ times as ISO 8601 UTC; a percentage of a zero budget as empty/null/"n/a".
 from __future__ import annotations
 
 import csv
+import re
 import io
 import json
 from html import escape
@@ -35,13 +36,25 @@ def _admin_dicts(report: AdminReport) -> list[dict]:
     ]
 
 
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def csv_cell(value) -> str:
+    """A cell a spreadsheet shows as text: one that starts with =, +, -, @, tab or CR and is not a plain number
+    gets a leading ' (OWASP's advice on CSV injection), so opening the file runs no formula."""
+    text = "" if value is None else str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER.match(text):
+        return "'" + text
+    return text
+
+
 def admin_csv(report: AdminReport) -> str:
     """One header line, then one line per user (columns: :data:`ADMIN_COLUMNS`)."""
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=ADMIN_COLUMNS, lineterminator="\n")
     w.writeheader()
     for row in _admin_dicts(report):
-        w.writerow({k: "" if v is None else v for k, v in row.items()})
+        w.writerow({k: csv_cell(v) for k, v in row.items()})
     return out.getvalue()
 
 
@@ -94,13 +107,12 @@ def user_csv(report: UserReport) -> str:
     """Rows ``section,key,amount``: the summary, then spend per profile, then per day."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["section", "key", "amount"])
-    for k in ("budget", "spent", "remaining", "forecast"):
-        w.writerow(["summary", k, _money(getattr(report, k))])
-    for k, v in report.by_profile.items():
-        w.writerow(["profile", k, _money(v)])
-    for d, v in report.by_day.items():
-        w.writerow(["day", d.isoformat(), _money(v)])
+    rows = [["section", "key", "amount"]]
+    rows += [["summary", k, _money(getattr(report, k))] for k in ("budget", "spent", "remaining", "forecast")]
+    rows += [["profile", k, _money(v)] for k, v in report.by_profile.items()]
+    rows += [["day", d.isoformat(), _money(v)] for d, v in report.by_day.items()]
+    for row in rows:
+        w.writerow([csv_cell(c) for c in row])
     return out.getvalue()
 
 

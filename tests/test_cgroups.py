@@ -356,3 +356,14 @@ def test_memory_limit_can_be_lowered_and_raised(make):
         assert int(Path(folder, "memory.limit_in_bytes").read_text()) == limit
         if swap.exists():
             assert int(swap.read_text()) == limit
+
+
+def test_the_parent_weighs_as_many_groups_as_it_holds(backend, make):
+    """CPU is shared between the groups at the hub's level: the parent of N servers weighs N default groups, as N
+    processes of a hub without control groups would."""
+    shares = os.path.join(backend.parents["cpu"], "cpu.shares")
+    make(Limits(cpus=1))
+    before = int(Path(shares).read_text())
+    make(Limits(cpus=1))
+    make(Limits(cpus=1))
+    assert int(Path(shares).read_text()) == before + 2 * cgroups.CPU_SHARES

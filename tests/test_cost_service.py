@@ -125,6 +125,8 @@ def test_spawn_and_stop_are_recorded_and_reported(hub):
      "reason is needed for an extension (it goes in the audit log)"),
     ("POST", "extensions", {"user": "alice", "amount": 10, "until": "2020-01-01T00:00:00Z", "reason": "x"}, 400,
      "until must be in the future, got '2020-01-01T00:00:00Z'"),
+    ("POST", "extensions", {"user": "alice", "amount": 10, "until": "2999-01-01T00:00:00Z", "reason": "x"}, 400,
+     "until must be at most 366 days from now, got '2999-01-01T00:00:00Z'"),
     ("GET", "report?period=2026-13", None, 400, "unknown period '2026-13': month 13 is not 01..12"),
     ("GET", "report?period=last-month", None, 400,
      "unknown period 'last-month' (expected YYYY-MM for a month, e.g. 2026-11, or YYYY-Www for an ISO week, e.g. 2026-W47)"),

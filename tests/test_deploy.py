@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from posehub.names import USERNAME_PATTERN
+
 from posehub import helm, helm_cli
 
 from posehub.hub import kubehub
@@ -130,7 +132,8 @@ def test_local_accounts_groups_and_roles_as_on_one_machine(embedded):
     assert jh["authenticator_class"] == "posehub.hub.auth.PoseHubLocalAuthenticator"
     assert jh["load_groups"] == {"staff": {"users": []}}
     assert hub["config"]["Authenticator"]["admin_users"] == ["admin"]
-    assert hub["config"]["PoseHubLocalAuthenticator"]["bootstrap_password_file"] == f"{helm.STATE_DIR}/admin-password"
+    assert hub["config"]["PoseHubLocalAuthenticator"]["bootstrap_passwords"] == {"admin": f"{helm.STATE_DIR}/admin-password"}
+    assert hub["config"]["Authenticator"]["username_pattern"] == USERNAME_PATTERN
     assert "access:services!service=cost" in hub["loadRoles"]["user"]["scopes"]
     assert "access:services!service=dask-gateway" in hub["loadRoles"]["server"]["scopes"]
     assert hub["extraConfig"] == {"posehub": "from posehub.hub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"}

@@ -15,6 +15,7 @@ import pwd
 import re
 import shutil
 import stat
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -505,24 +506,36 @@ def _server_groups(hub: Hub) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.is_dir())
 
 
-def test_name_without_an_account_is_refused(hub):
-    from posehub.hub.accounts import AccountError, system_name
-
+def test_a_name_outside_the_rule_is_refused_and_nothing_is_made(hub):
+    """A name no account could be made from (no letter or digit) is refused by the hub's user-name rule itself."""
     groups = _server_groups(hub)
-    name = "*"
-    r = hub.api("POST", f"/users/{name}")
-    if r.status_code not in (201, 409):
-        name = "***"
-        r = hub.api("POST", f"/users/{name}")
-    assert r.status_code in (201, 409), r.text
-    with pytest.raises(AccountError) as err:
-        system_name(name, TEST_ACCOUNT_PREFIX)
-    r = hub.api("POST", f"/users/{name}/server", json={"profile": "cpu-small"})
-    assert r.status_code == 400, r.text
-    assert str(err.value) in r.json()["message"], r.json()
-    assert _passwd_of(name) == []
+    for name in ("*", "***", "a..b"):
+        r = hub.api("POST", f"/users/{requests.utils.quote(name, safe='')}")
+        assert r.status_code == 400, r.text
+        assert _passwd_of(name) == []
     assert _server_groups(hub) == groups
-    assert hub.api("GET", f"/users/{name}").json()["servers"] == {}
+
+
+def test_a_name_whose_account_is_taken_is_refused_and_nothing_is_made(hub):
+    """The system account a hub name maps to exists but PoseHub did not make it (a local account of the machine):
+    the spawn is refused with the sentence, no process, control group or budget hold is left, and the account
+    is untouched."""
+    from posehub.hub.accounts import system_name
+
+    account = system_name("mallory", TEST_ACCOUNT_PREFIX)
+    subprocess.run(["useradd", "--no-create-home", "--comment", "someone's own account", account], check=True)
+    try:
+        groups = _server_groups(hub)
+        assert hub.api("POST", "/users/mallory").status_code == 201
+        r = hub.api("POST", "/users/mallory/server", json={"profile": "cpu-small"})
+        assert r.status_code == 400, r.text
+        assert f"'{account}'" in r.json()["message"] and "PoseHub" in r.json()["message"], r.json()
+        assert pwd.getpwnam(account).pw_gecos == "someone's own account"
+        assert _server_groups(hub) == groups
+        assert hub.api("GET", "/users/mallory").json()["servers"] == {}
+        assert server_processes(hub, "mallory") == []
+    finally:
+        subprocess.run(["userdel", account], check=False)
 
 
 def test_profile_larger_than_the_machine_is_refused(hub):

@@ -3,12 +3,15 @@ the config checks, and the client-side read-only guard. No servers."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 
 import pytest
 import yaml
 
 from posehub import storage
+from posehub.names import valid_username
 
 from posehub.hub import s3creds, s3plan
 from posehub.config import DEFAULT_CONFIG, ConfigError, validate
@@ -61,7 +64,7 @@ def test_session_policy_is_exactly_the_visible_buckets_and_the_own_prefix():
          "Resource": ["arn:aws:s3:::lab-scratch/*"]},
         {"Sid": "ListOwnHomePrefix", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": "arn:aws:s3:::posehub-home",
-         "Condition": {"StringLike": {"s3:prefix": ["alice", "alice/*"]}}},
+         "Condition": {"StringLike": {"s3:prefix": ["alice/", "alice/*"]}}},
         {"Sid": "LocateHomeBucket", "Effect": "Allow", "Action": "s3:GetBucketLocation",
          "Resource": "arn:aws:s3:::posehub-home"},
         {"Sid": "ReadWriteOwnHomePrefix", "Effect": "Allow", "Action": ["s3:GetObject"] + write,
@@ -206,3 +209,72 @@ def test_expired_credentials_are_named_not_an_access_denied(tmp_path, monkeypatc
     creds["expiration"] = "2999-01-01T00:00:00Z"
     write_manifest(tmp_path, monkeypatch, [entry("home", "posehub-home", "alice/", credentials=creds)])
     assert storage.storage_options()["token"] == "t"
+
+
+# ---------------------------------------------------------------- the policy evaluated, for every name the hub accepts
+
+
+@functools.lru_cache(maxsize=None)
+def _pattern(pattern: str) -> re.Pattern:
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.S)
+
+
+def _like(pattern: str, value: str) -> bool:
+    """IAM's matching of ARNs and StringLike: * is any run of characters (/ included), ? is one character."""
+    return _pattern(pattern).fullmatch(value) is not None
+
+
+def allowed(policy: dict, action: str, resource: str, prefix: str | None = None) -> bool:
+    """Whether an identity-less session with only ``policy`` may do ``action`` (Allow statements; no Deny here)."""
+    for st in policy["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if st["Effect"] != "Allow" or not any(_like(a, action) for a in actions) \
+                or not any(_like(r, resource) for r in resources):
+            continue
+        wanted = st.get("Condition", {}).get("StringLike", {}).get("s3:prefix")
+        if wanted is not None and (prefix is None or not any(_like(w, prefix) for w in wanted)):
+            continue
+        return True
+    return False
+
+
+def accepted_names() -> list[str]:
+    import random
+
+    rng = random.Random(7)
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789._@-"
+    names = ["alice", "alice2", "alic", "a", "0", "alice.smith", "alice@uni.example", "a-b_c.d@e", "x" * 64]
+    while len(names) < 300:
+        n = rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") + "".join(
+            rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        if valid_username(n):
+            names.append(n)
+    return names
+
+
+def test_the_policy_of_every_accepted_name_grants_only_its_own_prefix(tmp_path):
+    """For every user name the hub accepts (posehub.names), the session policy lets the user read, write and list
+    keys under ``<name>/`` and nothing of any other name: not ``alice2/...`` for alice, nor a key named ``alice``."""
+    names = accepted_names()
+    cfg = validate(s3_config(shared=[]))
+    for user in names:
+        near = [user, user + "2", user + "x", user[:-1] or "z", user + ".", user + "@b"]  # names sharing its start
+        keys = [k for n in near + names[:40] for k in (f"{n}/data.csv", n, f"{n}/")] + ["alice2/secret"]
+        home = next(a for a in s3plan.plan(cfg, user, []) if a.kind == "home")
+        policy = s3plan.session_policy([home])
+        for key in keys:
+            mine = key.startswith(f"{user}/")
+            for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+                assert allowed(policy, action, f"arn:aws:s3:::posehub-home/{key}") == mine, (user, action, key)
+            assert allowed(policy, "s3:ListBucket", "arn:aws:s3:::posehub-home", prefix=key) == mine, (user, key)
+        assert not allowed(policy, "s3:ListBucket", "arn:aws:s3:::posehub-home", prefix="")
+        assert not allowed(policy, "s3:GetObject", "arn:aws:s3:::other-bucket/" + f"{user}/x")
+
+
+@pytest.mark.parametrize("name", ["*", "a*", "a?", "${aws:username}", "al/ice", "a..b", "Alice"])
+def test_names_the_hub_refuses_never_reach_a_policy(tmp_path, name):
+    assert not valid_username(name)
+    home = next(a for a in s3plan.plan(validate(s3_config(shared=[])), name, []) if a.kind == "home")
+    with pytest.raises(ValueError, match="is not a PoseHub user name"):
+        s3plan.session_policy([home])

@@ -163,6 +163,7 @@ def oidc_authenticator(cfg: PoseHubConfig) -> dict:
     """``auth.oidc`` -> PoseHubOIDCAuthenticator settings, as ``hubapply.apply_oidc`` sets them, but
     without the client secret (the hub reads it from $OAUTH_CLIENT_SECRET, from a Secret)."""
     from .hub.oidc import settings
+    from .names import USERNAME_PATTERN
 
     o = settings(cfg)
     if not cfg["auth"]["oidc"]["callback_url"]:
@@ -177,7 +178,7 @@ def oidc_authenticator(cfg: PoseHubConfig) -> dict:
         "pass_tokens_to_server": o["pass_tokens_to_server"], "enable_auth_state": True,
         "refresh_pre_spawn": False, "auth_refresh_age": 0,
         "allowed_groups": sorted(o["allowed_groups"]), "admin_groups": sorted(o["admin_groups"]),
-        "allow_all": not o["allowed_groups"], "admin_users": sorted(cfg.admins),
+        "allow_all": not o["allowed_groups"], "admin_users": sorted(cfg.admins), "username_pattern": USERNAME_PATTERN,
         "custom_403_message": (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
                                f"Ask {cfg['hub']['admin_contact']} for access."),
     }

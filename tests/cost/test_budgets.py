@@ -160,6 +160,8 @@ def test_extensions(store, clock):
     (("ann", "5", datetime(2026, 11, 10), "admin", "x"),
      "extension end must be timezone-aware (UTC), got naive 2026-11-10T00:00:00"),
     (("ann", "5", t(10), "admin", " "), "reason must be a non-empty string, got ' '"),
+    (("ann", "5", datetime(2027, 11, 4, tzinfo=UTC), "admin", "x"), "extension end 2027-11-04T00:00:00+00:00 is more than 366 days away: grant a "
+     "shorter extension, or change the user's budget instead"),
     (("", "5", t(10), "admin", "x"), "user must be a non-empty string, got ''"),
 ])
 def test_bad_extension_writes_nothing(store, args, message):

@@ -213,3 +213,21 @@ def test_sqlite_spend_reads_index_ranges(db_url, clock):
          "SEARCH cost_spans USING INDEX ix_cost_spans_end (end>?)",
          "SEARCH cost_spans USING INDEX ix_cost_spans_end (end>?)"],
     ]
+
+
+def test_the_database_keeps_one_open_span_per_resource(cost_db, clock):
+    """"A span is never counted twice" holds in the database itself (a unique index on open spans), not only in
+    the code that opens them: a second open span of the same resource is refused."""
+    from sqlalchemy.exc import IntegrityError
+
+    def span():
+        return Span(user="ann", kind="server", profile="cpu", resource_id="ann/", start=clock.now(),
+                    rate=Decimal(1), unit="hour")
+
+    with cost_db.write() as s:
+        s.add(span())
+    with pytest.raises(IntegrityError):
+        with cost_db.write() as s:
+            s.add(span())
+    with cost_db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Span)) == 1

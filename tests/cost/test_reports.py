@@ -60,3 +60,11 @@ def test_user_report_csv():
                         "summary,forecast,60.00"]  # $4 in 2 of 30 days -> $60
     assert rows[5:8] == ["profile,gpu,4.00", "day,2026-11-01,2.00", "day,2026-11-02,2.00"]
     assert len(rows) == 5 + 1 + 30
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised():
+    from cost_reports.render import csv_cell
+
+    assert [csv_cell(v) for v in ("=1+2", "+cmd", "-cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "alice", "-3.00", "12.5",
+                                  None)] == ["'=1+2", "'+cmd", "'-cmd|' /C calc'!A0", "'@SUM(A1)", "'\tx", "alice",
+                                             "-3.00", "12.5", ""]

@@ -25,6 +25,7 @@ from .limits import Limits, cpu_quota_us, device_allow_rules
 
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices", "freezer")
 V2_CONTROLLERS = ("memory", "cpu", "pids")
+CPU_SHARES, CPU_WEIGHT = 1024, 100  # the default weight of one group (v1 cpu.shares, v2 cpu.weight)
 V2_LEAF = "posehub-hub"  # cgroup v2: where the hub's own processes move so its group may have children
 PREFER = ("auto", "systemd", "cgroupfs", "cgroupfs-v1", "cgroupfs-v2")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
@@ -243,6 +244,10 @@ class FsBackend(Backend):
     def _from_state(self, state: dict) -> FsSandbox:
         raise NotImplementedError
 
+    def _weigh_parent(self) -> None:
+        """The parent's CPU weight grows with its groups: the scheduler shares CPU between the groups at the hub's
+        level, so twenty servers in one parent would otherwise weigh as much as the hub's one process."""
+
     def create(self, name: str, limits: Limits) -> Sandbox:
         box = self._sandbox(check_name(name))
         box.remove()
@@ -250,6 +255,7 @@ class FsBackend(Backend):
             for d in box.folders():
                 os.makedirs(d)  # the parent too, should someone have removed it
             box.apply(limits)
+            self._weigh_parent()
         except OSError as e:
             box.remove()
             raise CgroupError(f"Could not create the control group {box.folders()[0]} ({e.strerror}); the hub "
@@ -379,6 +385,11 @@ class V1Backend(FsBackend):
     def _sandbox(self, name: str) -> V1Sandbox:
         return V1Sandbox(name, {c: os.path.join(p, name) for c, p in self.parents.items()})
 
+    def _weigh_parent(self) -> None:
+        cpu = self.parents["cpu"]
+        groups = sum(1 for e in os.scandir(cpu) if e.is_dir())
+        _write(os.path.join(cpu, "cpu.shares"), CPU_SHARES * max(1, groups))
+
     def _from_state(self, state: dict) -> V1Sandbox:
         dirs = state.get("dirs")
         dirs = dirs if isinstance(dirs, dict) and set(dirs) == set(V1_CONTROLLERS) else {}
@@ -484,6 +495,10 @@ class V2Backend(FsBackend):
 
     def _sandbox(self, name: str) -> V2Sandbox:
         return V2Sandbox(name, os.path.join(self.parent, name))
+
+    def _weigh_parent(self) -> None:
+        groups = sum(1 for e in os.scandir(self.parent) if e.is_dir())
+        _write(os.path.join(self.parent, "cpu.weight"), min(10_000, CPU_WEIGHT * max(1, groups)))
 
     def _from_state(self, state: dict) -> V2Sandbox:
         return V2Sandbox(state["name"], state.get("path"))

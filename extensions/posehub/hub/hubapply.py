@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..config import REPO_ROOT, PoseHubConfig
+from ..names import USERNAME_PATTERN
 
 PROXY_BIN = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
 TEMPLATES = Path(__file__).parent / "templates" / "hub"
@@ -42,15 +43,18 @@ def apply_auth(c, cfg: PoseHubConfig):
     single sign-on (:func:`apply_oidc`)."""
     if cfg["auth"]["type"] == "oidc":
         return apply_oidc(c, cfg)
+    from .auth import admin_password_file
+
     local = cfg["auth"]["local"]
     c.JupyterHub.authenticator_class = "posehub.hub.auth.PoseHubLocalAuthenticator"
+    c.Authenticator.username_pattern = USERNAME_PATTERN
     c.Authenticator.admin_users = set(cfg.admins)
     c.Authenticator.allow_all = True  # approval of local sign-ups is NativeAuthenticator's job
     c.NativeAuthenticator.open_signup = local["open_signup"]
     c.NativeAuthenticator.minimum_password_length = local["minimum_password_length"]
     c.NativeAuthenticator.check_common_password = True
-    c.PoseHubLocalAuthenticator.bootstrap_admin = cfg.admins[0] if cfg.admins else ""
-    c.PoseHubLocalAuthenticator.bootstrap_password_file = str(cfg.state_dir / "admin-password")
+    c.PoseHubLocalAuthenticator.bootstrap_passwords = {
+        name: str(admin_password_file(cfg.state_dir, cfg.admins, name)) for name in cfg.admins}
 
 
 def apply_oidc(c, cfg: PoseHubConfig):
@@ -84,6 +88,7 @@ def apply_oidc(c, cfg: PoseHubConfig):
     a.admin_groups = o["admin_groups"]
     a.allow_all = not o["allowed_groups"]
     a.admin_users = set(cfg.admins)
+    a.username_pattern = USERNAME_PATTERN
     a.custom_403_message = (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
                             f"Ask {cfg['hub']['admin_contact']} for access.")
 

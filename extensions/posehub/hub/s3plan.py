@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .buckets import visible_shared
 from ..config import PoseHubConfig
+from ..names import check_username
 
 # AWS refuses session policies over 2,048 characters once packed
 SESSION_POLICY_LIMIT = 2048
@@ -91,10 +92,11 @@ def session_policy(accesses: list[BucketAccess]) -> dict:
     for a in sts:
         if a.kind != "home":
             continue
-        user = a.prefix.rstrip("/")
+        # the name goes into ARNs and a StringLike condition, where * ? $ { } would widen it: refused, never escaped
+        user = check_username(a.prefix.rstrip("/"))
         statements.append({"Sid": "ListOwnHomePrefix", "Effect": "Allow", "Action": "s3:ListBucket",
                            "Resource": _arn(a.bucket),
-                           "Condition": {"StringLike": {"s3:prefix": [user, f"{user}/*"]}}})
+                           "Condition": {"StringLike": {"s3:prefix": [f"{user}/", f"{user}/*"]}}})
         statements.append({"Sid": "LocateHomeBucket", "Effect": "Allow", "Action": "s3:GetBucketLocation",
                            "Resource": _arn(a.bucket)})
         statements.append({"Sid": "ReadWriteOwnHomePrefix", "Effect": "Allow",

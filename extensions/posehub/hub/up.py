@@ -12,25 +12,30 @@ from pathlib import Path
 
 from .. import environments
 from . import isolation
+from .auth import admin_password_file
 from ..config import CONFIG_ENV, HUB_CONFIG_DIR, ConfigError, PoseHubConfig, load
 from .hubapply import PROXY_BIN
 
 
-def ensure_admin_password(cfg: PoseHubConfig) -> tuple[Path, str | None]:
-    """Create the bootstrap admin's password file at first start.
+def ensure_admin_passwords(cfg: PoseHubConfig) -> list[tuple[str, Path, str | None]]:
+    """Create a password file for every admin at first start (:func:`posehub.hub.auth.admin_password_file`), so
+    that every name in ``admins`` exists from the first start and no one else can claim it.
 
-    Returns the file and the new password (None when it already existed).
-    The file is created with mode 0600 in one step, never readable by others.
-    """
-    path = cfg.state_dir / "admin-password"
+    Returns (name, file, new password or None when the file already existed). Each file is created with
+    mode 0600 in one step, never readable by others."""
     cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.exists():
-        return path, None
-    password = secrets.token_urlsafe(15)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
-    return path, password
+    out = []
+    for name in cfg.admins:
+        path = admin_password_file(cfg.state_dir, cfg.admins, name)
+        if path.exists():
+            out.append((name, path, None))
+            continue
+        password = secrets.token_urlsafe(15)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        out.append((name, path, password))
+    return out
 
 
 def ensure_crypt_key(cfg: PoseHubConfig) -> str:
@@ -81,15 +86,14 @@ def run(config: str | None = None) -> int:
             print(f"PoseHub cannot start: {err}", file=sys.stderr)
             return 2
         env.setdefault("JUPYTERHUB_CRYPT_KEY", ensure_crypt_key(cfg))
-    admins = cfg.admins
-    if admins and cfg["auth"]["type"] == "local":
-        path, password = ensure_admin_password(cfg)
-        if password:
-            bar = "=" * 72
-            print(f"{bar}\nFirst start: admin account '{admins[0]}', password: {password}\n"
-                  f"(shown once; kept in {path}, readable only by you)\n{bar}", flush=True)
-        else:
-            print(f"Admin account '{admins[0]}': password in {path}", flush=True)
+    if cfg["auth"]["type"] == "local":
+        for name, path, password in ensure_admin_passwords(cfg):
+            if password:
+                bar = "=" * 72
+                print(f"{bar}\nFirst start: admin account '{name}', password: {password}\n"
+                      f"(shown once; kept in {path}, readable only by you)\n{bar}", flush=True)
+            else:
+                print(f"Admin account '{name}': password in {path}", flush=True)
     if cfg["buckets"]["backend"] == "local" and cfg["buckets"]["demo_bucket"]:
         from ..demodata import DemoDataError, install
 
