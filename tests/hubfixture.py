@@ -96,7 +96,8 @@ class Hub:
         self.workdir = workdir
         self.config_file = workdir / "posehub.yaml"
         self.config_file.write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{config['hub']['port']}"
+        tls = config["hub"].get("tls", {}).get("cert_file")
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{config['hub']['port']}"
         self.state_dir = Path(config["hub"]["state_dir"])
         self.data_dir = Path(config["hub"]["data_dir"])
         self.log_file = workdir / "hub.log"

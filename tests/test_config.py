@@ -123,6 +123,14 @@ BAD_CASES = {
         lambda c: c.update(isolation={"account_prefix": "Pose Hub"}),
         'isolation.account_prefix: expected a string matching ^[a-z_][a-z0-9_-]{0,15}$, got "Pose Hub"',
     ),
+    "tls cert without key": (
+        lambda c: c.update(hub={"tls": {"cert_file": "hub.crt"}}),
+        "hub.tls: give both cert_file and key_file (the certificate and its private key), or neither",
+    ),
+    "tls proxy not https": (
+        lambda c: c.update(hub={"ip": "0.0.0.0", "tls": {"behind_proxy_url": "http://hub.lab.example"}}),
+        'hub.tls.behind_proxy_url: expected a string matching ^(https://.+)?$, got "http://hub.lab.example"',
+    ),
     "gpus devices": (
         lambda c: c.update(gpus={"devices": "all"}),
         'gpus.devices: expected one of "auto" or a list of integers, got "all"',
@@ -177,6 +185,12 @@ def test_check_config_cli(tmp_path):
 def test_version_cli():
     out = subprocess.run([POSEHUB, "version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "posehub 0.1.0"
+
+
+def test_a_hub_behind_a_tls_proxy_may_listen_on_every_address():
+    cfg = validate(dict(minimal(), hub={"ip": "0.0.0.0", "tls": {"behind_proxy_url": "https://hub.lab.example"}}))
+    assert cfg.public_url == "https://hub.lab.example"
+    assert validate(dict(minimal(), hub={"tls": {"cert_file": "c", "key_file": "k"}})).public_url.startswith("https://")
 
 
 def test_one_person_mode_for_one_named_person_validates():

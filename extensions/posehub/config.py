@@ -173,6 +173,7 @@ def _semantic_errors(cfg: dict) -> list[str]:
     errors += _dask_errors(cfg["dask"], list(seen), cfg)
     errors += _auth_errors(cfg["auth"])
     errors += _isolation_errors(cfg)
+    errors += _tls_errors(cfg["hub"])
     if cfg["auth"]["type"] == "oidc":
         errors += [f"groups.{name}.users: with single sign-on (auth.type: oidc) group members come from the "
                    "identity provider's groups claim; list no users here"
@@ -202,6 +203,31 @@ def _dask_errors(d: dict, slugs: list[str], cfg: dict) -> list[str]:
 
 
 ONE_PERSON = "one-person-no-isolation"
+
+
+def is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    if ip == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_errors(hub: dict) -> list[str]:
+    tls = hub["tls"]
+    if bool(tls["cert_file"]) != bool(tls["key_file"]):
+        return ["hub.tls: give both cert_file and key_file (the certificate and its private key), or neither"]
+    if tls["cert_file"] and tls["behind_proxy_url"]:
+        return ["hub.tls: give cert_file and key_file (the hub serves HTTPS itself) or behind_proxy_url (a proxy in "
+                "front does), not both"]
+    if not is_loopback(hub["ip"]) and not (tls["cert_file"] or tls["behind_proxy_url"]):
+        return [f"hub.ip: {hub['ip']} can be reached from other machines, and passwords and tokens would cross the "
+                "network in clear text: set hub.tls.cert_file and hub.tls.key_file, or hub.tls.behind_proxy_url (the "
+                "https:// address of a TLS-terminating proxy in front), or listen on 127.0.0.1"]
+    return []
 
 
 def _isolation_errors(cfg: dict) -> list[str]:
@@ -289,6 +315,14 @@ class PoseHubConfig:
     @property
     def state_dir(self) -> Path:
         return self.resolve(self.data["hub"]["state_dir"])
+
+    @property
+    def public_url(self) -> str:
+        """Where people reach the hub: the TLS proxy in front, or the hub's own address (https with a certificate)."""
+        hub = self.data["hub"]
+        if hub["tls"]["behind_proxy_url"]:
+            return hub["tls"]["behind_proxy_url"].rstrip("/")
+        return f"{'https' if hub['tls']['cert_file'] else 'http'}://{hub['ip']}:{hub['port']}"
 
     @property
     def data_dir(self) -> Path:

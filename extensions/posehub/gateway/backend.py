@@ -170,6 +170,11 @@ class PoseHubLocalBackend(LocalBackend):
                 os.chown(path, acct.uid, acct.gid, follow_symlinks=False)
         return str(workdir)
 
+    def make_preexec_fn(self, cluster):
+        """Used for processes started without a control group: those of isolation.mode one-person-no-isolation,
+        which run as the gateway's own account (as Dask Gateway's UnsafeLocalBackend does)."""
+        return isolation.preexec_fn(None, self.account(cluster.username), Path(cluster.state["workdir"]))
+
     def get_env(self, cluster):
         env = super().get_env(cluster)
         acct = self.account(cluster.username)

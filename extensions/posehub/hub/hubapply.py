@@ -18,10 +18,20 @@ TEMPLATES = Path(__file__).parent / "templates" / "hub"
 
 
 def apply_hub(c, cfg: PoseHubConfig):
-    """``hub.*`` -> where the hub listens and keeps its state."""
+    """``hub.*`` -> where the hub listens and keeps its state; ``hub.tls`` -> HTTPS and Secure cookies."""
     hub, state = cfg["hub"], cfg.state_dir
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    c.JupyterHub.bind_url = f"http://{hub['ip']}:{hub['port']}"
+    tls = hub["tls"]
+    scheme = "https" if tls["cert_file"] else "http"
+    c.JupyterHub.bind_url = f"{scheme}://{hub['ip']}:{hub['port']}"
+    if tls["cert_file"]:
+        c.JupyterHub.ssl_cert = str(cfg.resolve(tls["cert_file"]))
+        c.JupyterHub.ssl_key = str(cfg.resolve(tls["key_file"]))
+    if tls["behind_proxy_url"]:
+        c.JupyterHub.public_url = tls["behind_proxy_url"]
+    if tls["cert_file"] or tls["behind_proxy_url"]:  # every cookie of the hub's, the _xsrf one too, is Secure
+        c.JupyterHub.cookie_options = {"secure": True}
+        c.JupyterHub.tornado_settings = {"xsrf_cookie_kwargs": {"secure": True}}
     c.JupyterHub.hub_ip = "127.0.0.1"
     c.JupyterHub.hub_port = hub["hub_port"]
     c.JupyterHub.db_url = hub["db_url"] or f"sqlite:///{state / 'jupyterhub.sqlite'}"

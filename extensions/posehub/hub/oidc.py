@@ -56,7 +56,7 @@ def settings(cfg: PoseHubConfig) -> dict:
         "groups_claim": o["groups_claim"] or groups_claim,
         "allowed_groups": set(o["allowed_groups"]),
         "admin_groups": set(o["admin_groups"]),
-        "callback_url": o["callback_url"] or f"http://{hub['ip']}:{hub['port']}/hub/oauth_callback",
+        "callback_url": o["callback_url"] or f"{cfg.public_url}/hub/oauth_callback",
         "pass_tokens_to_server": o["pass_tokens_to_server"],
         "timeout_seconds": float(o["timeout_seconds"]),
     }

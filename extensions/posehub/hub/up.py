@@ -101,7 +101,7 @@ def run(config: str | None = None) -> int:
             install(cfg)
         except DemoDataError as err:  # the hub serves without it; the notebooks say what is missing
             print(f"warning: no demo data: {err}", file=sys.stderr, flush=True)
-    url = f"http://{cfg['hub']['ip']}:{cfg['hub']['port']}"
+    url = cfg.public_url
     print(f"Starting PoseHub at {url} (config {cfg.path}); Ctrl-C stops it.", flush=True)
     jupyterhub = Path(sys.executable).parent / "jupyterhub"
     argv = [str(jupyterhub), "-f", str(HUB_CONFIG_DIR / "jupyterhub_config.py")]
