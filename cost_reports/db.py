@@ -26,6 +26,7 @@ from .clock import Clock, SystemClock
 from .models import Base, UserLock, sqlite_money_problems
 
 _WRITE = "posehub_write"
+CONNECT_TIMEOUT_S = 5
 
 
 def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
@@ -49,8 +50,8 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    if url.startswith("postgresql"):
-        return create_engine(url, pool_pre_ping=True)
+    if url.startswith("postgresql"):  # a server that does not answer fails a connection in seconds, not never
+        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     raise ValueError(f"unsupported ledger database {url.split(':', 1)[0]!r} (expected sqlite:/// or postgresql+psycopg://)")
 
 

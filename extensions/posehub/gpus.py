@@ -15,8 +15,11 @@ import fcntl
 import json
 import os
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+LOCK_TIMEOUT = 5.0  # seconds the GPU file's lock is waited for
 
 
 class NoFreeGpu(Exception):
@@ -142,7 +145,7 @@ class SharedGpuPool(GpuPool):
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._flock(lock)
                 self._owner = self._read()
                 before = dict(self._owner)
                 self._depth = 1
@@ -152,6 +155,20 @@ class SharedGpuPool(GpuPool):
                     self._depth = 0
                     if self._owner != before:
                         self._write()
+
+    def _flock(self, lock, timeout: float = LOCK_TIMEOUT) -> None:
+        """The file's lock, waited for ``timeout`` seconds at most (a process stuck holding it must not freeze the
+        hub's event loop): then NoFreeGpu says so."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise NoFreeGpu(f"The machine's GPU list ({self.path}) stayed locked for {timeout:.0f} s by "
+                                    "another process; try again in a minute.") from None
+                time.sleep(0.02)
 
     def _read(self) -> dict[int, str]:
         try:

@@ -120,3 +120,68 @@ def _gate(path: str, url: str) -> CostGate:
 def gate_for(cfg: PoseHubConfig) -> CostGate:
     """One gate per config file and ledger, per process."""
     return _gate(str(cfg.path), ledger_url(cfg))
+
+
+class LedgerSlow(Exception):
+    """The ledger did not answer in time; ``str(err)`` is a sentence for the user."""
+
+
+class OffLoop:
+    """Ledger calls made for the hub's event loop: each runs in a thread of its own pool and is waited for at most
+    ``wait`` seconds, so a ledger that hangs holds up no one's page. After a call has timed out, calls are not even
+    tried for ``pause`` seconds (the page goes on without them) rather than each waiting in turn."""
+
+    def __init__(self, workers: int = 4, wait: float = 0.5, pause: float = 30.0, clock=None):
+        import concurrent.futures
+        import threading
+        import time
+
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="posehub-ledger")
+        self._busy = 0
+        self._lock = threading.Lock()
+        self.workers, self.wait, self.pause = workers, wait, pause
+        self._clock = clock or time.monotonic
+        self._slow_until = 0.0
+
+    def _submit(self, fn, *args):
+        with self._lock:  # a call stuck in every thread: the next would only queue behind them
+            if self._clock() < self._slow_until or self._busy >= self.workers:
+                raise LedgerSlow("The cost ledger is not answering just now; try again in a minute.")
+            self._busy += 1
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future) -> None:
+        with self._lock:
+            self._busy -= 1
+
+    def call(self, fn, *args):
+        """``fn(*args)`` from synchronous code on the event loop (template variables): at most ``wait`` seconds."""
+        import concurrent.futures
+
+        future = self._submit(fn, *args)
+        try:
+            return future.result(timeout=self.wait)
+        except concurrent.futures.TimeoutError:
+            self._slow_until = self._clock() + self.pause
+            raise LedgerSlow("The cost ledger is not answering just now; try again in a minute.") from None
+
+    async def acall(self, fn, *args, timeout: float = 15.0):
+        """``await``-able: the event loop goes on meanwhile; ``timeout`` seconds at most."""
+        import asyncio
+
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(self._submit(fn, *args)), timeout)
+        except asyncio.TimeoutError:
+            self._slow_until = self._clock() + self.pause
+            raise LedgerSlow("The cost ledger is not answering just now, so your budget cannot be checked; "
+                             "try again in a minute.") from None
+
+
+_off_loop = OffLoop()
+
+
+def off_loop() -> OffLoop:
+    """The hub process's one pool for ledger calls made on behalf of its event loop."""
+    return _off_loop

@@ -128,15 +128,22 @@ COST_ADMIN_SCOPE = "custom:posehub-costs:admin"
 
 
 def budget_banner(cfg: PoseHubConfig):
-    """A template variable for the hub's pages: the signed-in user's budget status (or None)."""
+    """A template variable for the hub's pages: the signed-in user's budget status (or None). Pages render on the
+    hub's event loop: the ledger is asked in a thread, waited for half a second at most (``costs.OffLoop``)."""
 
     def banner(user):
         if user is None:
             return None
-        from .costs import gate_for
+        from .costs import LedgerSlow, gate_for, off_loop
 
         try:
-            return gate_for(cfg).status(user.name, sorted(g.name for g in user.groups))
+            name, groups = user.name, sorted(g.name for g in user.groups)  # (the hub's database: on the loop)
+            return off_loop().call(lambda: gate_for(cfg).status(name, groups))
+        except LedgerSlow:
+            import logging
+
+            logging.getLogger("JupyterHub").warning("budget status of %s: the ledger did not answer in time", user.name)
+            return None
         except Exception:  # noqa: BLE001 - a page must not fail because the ledger is unreachable
             import logging
 

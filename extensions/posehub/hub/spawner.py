@@ -132,11 +132,11 @@ class PoseHubSpawner(LocalProcessSpawner):
             return memory
         if profile["gpus"]:
             pool = gpu_pool(self.posehub_config)
-            if not pool.held_by(self._owner_key):
-                try:
+            try:
+                if not pool.held_by(self._owner_key):
                     pool.check(profile["gpus"])
-                except gpus.NoFreeGpu as e:
-                    return str(e)
+            except gpus.NoFreeGpu as e:  # none free, or the pool's lock held too long
+                return str(e)
         return ""
 
     def validate_options(self, options: dict) -> dict:
@@ -170,17 +170,28 @@ class PoseHubSpawner(LocalProcessSpawner):
     def cost_gate(self) -> costs.CostGate:
         return costs.gate_for(self.posehub_config)
 
-    def budget_refusal(self, profile: dict, left=None) -> str:
+    def budget_refusal(self, profile: dict, left=None, groups=None) -> str:
         """Why the budget does not allow ``profile`` now ('' when it does)."""
-        check = self.cost_gate.precheck(self.user.name, self.user_groups(), profile, left)
-        return check.message
+        groups = self.user_groups() if groups is None else groups
+        return self.cost_gate.precheck(self.user.name, groups, profile, left).message
 
-    def _render_options_form(self, spawner=None) -> str:
+    async def _render_options_form(self, spawner=None) -> str:
+        """The spawn form. What needs the hub's database is read here, on the event loop; what needs the ledger
+        or the GPU pool's lock is done in a thread (``costs.OffLoop``), so a slow ledger holds up no one else:
+        it gets a page saying so."""
+        groups, offered = self.user_groups(), self.offered_profiles()
+
+        def gather():
+            left = self.cost_gate.remaining(self.user.name, groups)
+            return left, [self.unavailable_reason(p) or self.budget_refusal(p, left, groups) for p in offered]
+
+        try:
+            left, reasons = await costs.off_loop().acall(gather)
+        except costs.LedgerSlow as e:
+            raise ProfileError(503, str(e)) from None
         items = []
         first = True
-        left = self.cost_gate.remaining(self.user.name, self.user_groups())
-        for p in self.offered_profiles():
-            unavailable = self.unavailable_reason(p) or self.budget_refusal(p, left)
+        for p, unavailable in zip(offered, reasons):
             items.append(
                 dict(
                     p,
@@ -209,12 +220,17 @@ class PoseHubSpawner(LocalProcessSpawner):
     def _options_form_default(self):
         return self._render_options_form
 
-    def options_from_form(self, formdata):
+    async def options_from_form(self, formdata):
         slug = (formdata.get("profile") or [""])[0]
         if not slug:
             raise ProfileError(400, "Pick a profile to start.")
         options = self.validate_options({"profile": slug})
-        refusal = self.budget_refusal(self.posehub_config.profile(options["profile"]))
+        groups = self.user_groups()
+        try:
+            refusal = await costs.off_loop().acall(self.budget_refusal, self.posehub_config.profile(options["profile"]),
+                                                   None, groups)
+        except costs.LedgerSlow as e:
+            raise ProfileError(503, str(e)) from None
         if refusal:  # shown on the form again, nothing started
             raise ProfileError(403, refusal)
         return options
@@ -288,15 +304,19 @@ class PoseHubSpawner(LocalProcessSpawner):
                 self.gpu_indices = gpu_pool(cfg).acquire(self._owner_key, profile["gpus"])
             except gpus.NoFreeGpu as e:
                 raise ProfileError(409, str(e)) from None
-        gate = self.cost_gate
+        name, groups = self.user.name, self.user_groups()
         try:
-            reservation = await asyncio.to_thread(
-                gate.reserve, self.user.name, self.user_groups(), profile,
-                timedelta(seconds=self.start_timeout + 60),
-            )
+            gate = await costs.off_loop().acall(lambda: self.cost_gate)  # (opening the ledger may wait on it)
+            reservation = await asyncio.to_thread(gate.reserve, name, groups, profile,
+                                                  timedelta(seconds=self.start_timeout + 60))
         except BudgetExceeded as e:
             self._release_gpus()
             raise ProfileError(403, e.message) from None
+        except Exception as e:  # noqa: BLE001 - the ledger is down or does not answer: say so, start nothing
+            self._release_gpus()
+            self.log.error("budget check of %s failed: %s", name, e)
+            raise ProfileError(503, "The cost ledger is not answering just now, so your budget cannot be checked "
+                                    "and nothing was started; try again in a minute.") from None
         try:
             await asyncio.to_thread(self._make_workspace, profile)
             image = environments.singleuser_command(profile["image"])
