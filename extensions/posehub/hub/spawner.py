@@ -318,7 +318,7 @@ class PoseHubSpawner(LocalProcessSpawner):
             raise ProfileError(503, "The cost ledger is not answering just now, so your budget cannot be checked "
                                     "and nothing was started; try again in a minute.") from None
         try:
-            await asyncio.to_thread(self._make_workspace, profile)
+            await asyncio.to_thread(self._make_workspace, profile, groups)
             image = environments.singleuser_command(profile["image"])
             sandbox = self._sandbox()
             self.cmd = sandbox.wrap([str(image)], self._account.uid, self._account.gid) if sandbox else [str(image)]
@@ -330,8 +330,9 @@ class PoseHubSpawner(LocalProcessSpawner):
         await asyncio.to_thread(gate.started, self.user.name, self.name, profile, reservation)
         return url
 
-    def _make_workspace(self, profile: dict) -> None:
-        """The account, its home, the server's control group and the buckets (in a thread: useradd, mounts)."""
+    def _make_workspace(self, profile: dict, groups: list[str]) -> None:
+        """The account, its home, the server's control group and the buckets (in a thread: useradd, mounts; the
+        user's groups come from the hub's database, read on the event loop)."""
         cfg = self.posehub_config
         home = Path(self.home_dir)
         owner = None
@@ -348,7 +349,7 @@ class PoseHubSpawner(LocalProcessSpawner):
             self.sandbox_state = sandbox.state()
         else:
             home.mkdir(parents=True, exist_ok=True)
-        workspace.prepare(cfg, self.user.name, self.user_groups(), home, self.log, owner=owner)
+        workspace.prepare(cfg, self.user.name, groups, home, self.log, owner=owner)
         quiet_lab_defaults(home, *(owner.uid, owner.gid) if owner else (os.geteuid(), os.getegid()))
 
     async def stop(self, now=False):
