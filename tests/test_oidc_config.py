@@ -55,6 +55,8 @@ def test_apply_sets_generic_oauthenticator_and_no_local_groups(monkeypatch):
     assert (a.client_secret, a.login_service, a.auth_state_groups_key) == ("s3cret", "Example University",
                                                                            "oauth_user.groups")
     assert a.manage_groups and a.allowed_groups == {"lab"} and a.admin_groups == {"pi"} and not a.allow_all
+    assert a.admin_users == set()  # admins only through admin_groups: `admins` names are not the provider's to give
+    assert a.username_pattern.startswith("^")
     assert a.refresh_pre_spawn is False and a.auth_refresh_age == 0 and a.pass_tokens_to_server is False
     assert "load_groups" not in c.JupyterHub  # the provider's groups claim decides membership
     assert "Ask the lab's PoseHub admin for access" in a.custom_403_message

@@ -178,7 +178,7 @@ def oidc_authenticator(cfg: PoseHubConfig) -> dict:
         "pass_tokens_to_server": o["pass_tokens_to_server"], "enable_auth_state": True,
         "refresh_pre_spawn": False, "auth_refresh_age": 0,
         "allowed_groups": sorted(o["allowed_groups"]), "admin_groups": sorted(o["admin_groups"]),
-        "allow_all": not o["allowed_groups"], "admin_users": sorted(cfg.admins), "username_pattern": USERNAME_PATTERN,
+        "allow_all": not o["allowed_groups"], "admin_users": [], "username_pattern": USERNAME_PATTERN,
         "custom_403_message": (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
                                f"Ask {cfg['hub']['admin_contact']} for access."),
     }

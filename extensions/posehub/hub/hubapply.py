@@ -97,7 +97,7 @@ def apply_oidc(c, cfg: PoseHubConfig):
     a.allowed_groups = o["allowed_groups"]
     a.admin_groups = o["admin_groups"]
     a.allow_all = not o["allowed_groups"]
-    a.admin_users = set(cfg.admins)
+    a.admin_users = set()  # over single sign-on admins come from admin_groups, never from a name people may choose
     a.username_pattern = USERNAME_PATTERN
     a.custom_403_message = (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
                             f"Ask {cfg['hub']['admin_contact']} for access.")
@@ -189,7 +189,7 @@ def apply_costs(c, cfg: PoseHubConfig):
          "scopes": ["list:users", "read:users", "read:servers", "servers", "read:groups"]
                    + ([f"access:services!service={DASK_SERVICE}"] if dask else [])},
         {"name": "posehub-cost-admins", "scopes": [COST_ADMIN_SCOPE],
-         "users": list(cfg.admins), "groups": list(costs["admin_groups"])},
+         "users": list(cfg.admins) if cfg["auth"]["type"] == "local" else [], "groups": list(costs["admin_groups"])},
     ]
     if dask:
         services.append(dask_service(cfg))
