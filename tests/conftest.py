@@ -19,10 +19,36 @@ def remove_test_accounts():
 
     yield
     if os.geteuid() == 0:
+        _remove_empty_control_groups()
         for pw in pwd.getpwall():
             if pw.pw_name.startswith(TEST_ACCOUNT_PREFIX) and pw.pw_gecos.startswith("PoseHub user "):
                 subprocess.run(["pkill", "-KILL", "-u", pw.pw_name], capture_output=True)
                 subprocess.run(["userdel", pw.pw_name], capture_output=True)
+
+
+def _remove_empty_control_groups():
+    """The parent control groups the test hubs made (``posehub-<hash of the state folder>``), once empty."""
+    import os
+
+    from posehub.hub.cgroups import own_paths
+
+    root = "/sys/fs/cgroup"
+    for controller, own in own_paths().items():
+        base = os.path.join(root, controller, own.lstrip("/"))
+        if not os.path.isdir(base):
+            continue
+        for entry in os.scandir(base):
+            if entry.is_dir() and entry.name.startswith("posehub-") and entry.name != "posehub-hub":
+                for child in os.scandir(entry.path):
+                    if child.is_dir():
+                        try:
+                            os.rmdir(child.path)
+                        except OSError:
+                            pass  # still holds processes
+                try:
+                    os.rmdir(entry.path)
+                except OSError:
+                    pass
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -1,6 +1,7 @@
 """The real hub, proxy and single-user servers on loopback, driven over HTTP."""
 
 import json
+import os
 import stat
 import time
 
@@ -188,3 +189,27 @@ def test_one_person_mode_runs_servers_as_the_hubs_account_and_says_so(hub_config
             pwd.getpwnam(hub.account("admin"))
     finally:
         hub.stop()
+
+
+def test_removing_a_user_keeps_their_account_and_files(hub):
+    """Deleting a user in the hub (admin page or API) stops their server but deletes neither their system account
+    nor their home: a user removed by mistake, and recreated, finds their work again."""
+    import pwd
+
+    hub.create_user("alice", "correct-horse-9")
+    s = hub.session("alice", "correct-horse-9")
+    assert spawn_with_form(hub, s, "cpu-small").status_code == 200
+    wait_ready(hub, "alice")
+    account = pwd.getpwnam(hub.account("alice"))
+    (hub.home("alice") / "results.csv").write_text("frame,x\n")
+    assert hub.api("DELETE", "/users/alice/server").status_code in (202, 204)
+    wait_for(lambda: server_processes(hub, "alice") == [], timeout=60, what="alice's server to stop")
+    wait_for(lambda: hub.api("DELETE", "/users/alice").status_code == 204, timeout=60, what="alice deleted")
+    assert pwd.getpwnam(hub.account("alice")).pw_uid == account.pw_uid
+    assert (hub.home("alice") / "results.csv").read_text() == "frame,x\n"
+    hub.create_user("alice", "correct-horse-9")  # back again: the same account and home
+    s = hub.session("alice", "correct-horse-9")
+    assert spawn_with_form(hub, s, "cpu-small").status_code == 200
+    wait_ready(hub, "alice")
+    [pid] = server_processes(hub, "alice")
+    assert os.stat(f"/proc/{pid}").st_uid == account.pw_uid
