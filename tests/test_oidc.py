@@ -2,7 +2,8 @@
 oidc-provider, tests/oidc/provider.mjs), a real hub, headless Chromium.
 
 Accounts of the provider: alice (group lab), bob (group staff), eve (group visitors, not allowed),
-nogroups (no groups claim), noname (no preferred_username claim)."""
+nogroups (no groups claim), noname (no preferred_username claim), mallory (preferred_username "bob",
+an unverified e-mail). User names come from the stable `sub` claim here (the account's id)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 DOCS = REPO / "docs"
 INSTITUTION = "Example University"
 ACCOUNTS = {
-    "alice": {"preferred_username": "alice", "name": "Alice", "groups": ["lab"]},
+    "alice": {"preferred_username": "alice", "name": "Alice", "groups": ["lab"], "email": "alice@uni.example",
+              "email_verified": True},
+    # picks the name of an admin at the provider: the hub names people by a stable claim (here sub), not this
+    "mallory": {"preferred_username": "bob", "groups": ["lab"], "email": "mallory@uni.example",
+                "email_verified": False},
     "bob": {"preferred_username": "bob", "name": "Bob", "groups": ["staff", "lab"]},
     "eve": {"preferred_username": "eve", "groups": ["visitors"]},
     "nogroups": {"preferred_username": "nogroups"},
@@ -34,13 +39,19 @@ class OIDCProvider:
         self.port = free_port()
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.settings = workdir / "oidc-settings.json"
-        self.settings.write_text(json.dumps({
-            "port": self.port, "issuer": self.issuer, "accounts": ACCOUNTS,
+        self.data = {
+            "port": self.port, "issuer": self.issuer, "accounts": json.loads(json.dumps(ACCOUNTS)),
             "clients": [{"client_id": "posehub", "client_secret": "posehub-test-secret",
                          "redirect_uris": [redirect_uri]}],
-        }))
+        }
+        self.settings.write_text(json.dumps(self.data))
         self.log = workdir / "oidc-provider.log"
         self.proc = None
+
+    def set_claims(self, account: str, **claims):
+        """Change an account's claims at the provider (it reads them again at each request)."""
+        self.data["accounts"][account].update(claims)
+        self.settings.write_text(json.dumps(self.data))
 
     def start(self):
         self.proc = subprocess.Popen(["node", str(REPO / "tests" / "oidc" / "provider.mjs"), str(self.settings)],
@@ -72,6 +83,7 @@ def hub_config(hub_config, tmp_path, request):
         "institution_name": INSTITUTION, "issuer_url": "http://placeholder", "client_id": "posehub",
         "client_secret_file": str(secret), "allowed_groups": ["lab", "staff"], "admin_groups": ["staff"],
         "scopes": ["openid", "profile", "email", "groups"], "timeout_seconds": 3,
+        "username_claim": "sub", "refresh_seconds": 2,
     }}
     hub_config["budgets"] = {"default": 300, "groups": {"staff": 500}}
     hub_config["groups"] = {}
@@ -154,8 +166,7 @@ def test_a_user_of_no_allowed_group_is_refused_with_the_admin_contact(hub):
         page.screenshot(path=str(DOCS / "oidc-refused.png"), full_page=True)
 
 
-@pytest.mark.parametrize("who, claim, setting", [("noname", "preferred_username", "auth.oidc.username_claim"),
-                                                  ("nogroups", "groups", "auth.oidc.groups_claim")])
+@pytest.mark.parametrize("who, claim, setting", [("nogroups", "groups", "auth.oidc.groups_claim")])
 def test_a_missing_claim_is_an_error_naming_it(hub, who, claim, setting):
     with browser() as b:
         page = b.new_context().new_page()
@@ -182,3 +193,70 @@ def test_provider_down_gives_an_error_page_and_signed_in_users_keep_working(hub,
         # alice is still signed in and the hub serves her
         resp = alice.goto(f"{hub.url}/hub/spawn")
         assert resp.status == 200 and "data-profile" in alice.content()
+
+
+def hub_users(hub) -> dict[str, bool]:
+    """{name: admin} from the hub's database (single sign-on hubs have no admin password for the API)."""
+    import sqlite3
+
+    with sqlite3.connect(hub.state_dir / "jupyterhub.sqlite") as db:
+        return {name: bool(admin) for name, admin in db.execute("SELECT name, admin FROM users")}
+
+
+def test_a_chosen_preferred_username_does_not_make_anyone_someone_else(hub):
+    """mallory's provider account says preferred_username "bob" (bob is an admin here): she signs in as mallory,
+    the name from the stable claim, and is no admin."""
+    with browser() as b:
+        page = b.new_context().new_page()
+        sign_in(page, hub, "mallory")
+        assert "/hub/login" not in page.url
+    users = hub_users(hub)
+    assert "mallory" in users and not users["mallory"]
+    assert "bob" not in users  # bob never signed in
+
+
+def test_a_change_at_the_provider_takes_effect_within_the_refresh_age(hub, provider):
+    """refresh_seconds is 2 here: bob loses admin when he leaves the admin group, and his access when he leaves
+    the allowed groups, without signing out."""
+    with browser() as b:
+        bob = b.new_context().new_page()
+        sign_in(bob, hub, "bob")
+        assert bob.goto(f"{hub.url}/hub/admin").status == 200
+        provider.set_claims("bob", groups=["lab"])  # still allowed, no longer staff (the admin group)
+        wait_for(lambda: bob.goto(f"{hub.url}/hub/admin").status == 403, timeout=30, interval=1,
+                 what="bob's admin rights to go")
+        assert hub_users(hub)["bob"] is False
+        provider.set_claims("bob", groups=["visitors"])  # not allowed any more
+        wait_for(lambda: "/hub/login" in (bob.goto(f"{hub.url}/hub/home") and bob.url), timeout=30, interval=1,
+                 what="bob to be sent to sign in again")
+        bob.goto(f"{hub.url}/hub/login")  # signing in again (the provider remembers him: no password asked) ...
+        bob.get_by_text(f"Sign in with {INSTITUTION}").click()
+        bob.wait_for_load_state("networkidle")
+        assert f"Your {INSTITUTION} account is not in a group allowed to use PoseHub" in bob.content()  # ... refused
+
+
+def test_names_from_email_only_when_the_provider_verified_it(hub_config, provider, tmp_path):
+    import copy
+
+    from hubfixture import Hub
+
+    cfg = copy.deepcopy(hub_config)
+    cfg["auth"]["oidc"].update(issuer_url=provider.issuer, username_claim="email")
+    (tmp_path / "email-hub").mkdir()
+    h = Hub(cfg, tmp_path / "email-hub").start()
+    try:
+        with browser() as b:
+            alice = b.new_context().new_page()
+            sign_in(alice, h, "alice")
+            assert "/hub/login" not in alice.url
+            page = b.new_context().new_page()
+            sign_in(page, h, "mallory")  # e-mail not verified
+            text = page.content()
+            assert "403" in text and f"Your e-mail address at {INSTITUTION} is not verified" in text
+            page = b.new_context().new_page()
+            sign_in(page, h, "noname")  # sends no e-mail at all
+            assert "did not send the 'email' claim" in page.content() and "auth.oidc.username_claim" in page.content()
+        names = set(hub_users(h))
+        assert "alice@uni.example" in names and not any(n.startswith("mallory") for n in names)
+    finally:
+        h.stop()

@@ -26,19 +26,20 @@ def raw_config(**oidc_block) -> dict:
 
 
 @pytest.mark.parametrize("preset, scopes, username, groups", [
-    ("generic", ["openid", "profile", "email"], "preferred_username", "groups"),
-    ("okta", ["openid", "profile", "email", "groups"], "preferred_username", "groups"),
-    ("entra", ["openid", "profile", "email"], "preferred_username", "groups"),
+    ("generic", ["openid", "profile", "email"], "email", "groups"),
+    ("okta", ["openid", "profile", "email", "groups"], "email", "groups"),
+    ("entra", ["openid", "profile", "email"], "oid", "groups"),
     ("google", ["openid", "profile", "email"], "email", ""),
     ("cilogon", ["openid", "profile", "email", "org.cilogon.userinfo"], "eppn", "isMemberOf"),
-    ("keycloak", ["openid", "profile", "email"], "preferred_username", "groups"),
+    ("keycloak", ["openid", "profile", "email"], "email", "groups"),
 ])
 def test_presets_fill_the_defaults(preset, scopes, username, groups):
-    s = oidc.settings(validate(raw_config(preset=preset)))
+    lab = {"allowed_groups": ["pose-lab"]}  # (the public presets need one)
+    s = oidc.settings(validate(raw_config(preset=preset, **lab)))
     assert (s["scopes"], s["username_claim"], s["groups_claim"]) == (scopes, username, groups)
     assert s["issuer_url"] == "https://login.example.edu/realms/lab"
     assert s["callback_url"] == "http://127.0.0.1:8000/hub/oauth_callback"
-    s = oidc.settings(validate(raw_config(preset=preset, username_claim="sub", scopes=["openid"])))
+    s = oidc.settings(validate(raw_config(preset=preset, username_claim="sub", scopes=["openid"], **lab)))
     assert (s["scopes"], s["username_claim"]) == (["openid"], "sub")
 
 
@@ -57,7 +58,8 @@ def test_apply_sets_generic_oauthenticator_and_no_local_groups(monkeypatch):
     assert a.manage_groups and a.allowed_groups == {"lab"} and a.admin_groups == {"pi"} and not a.allow_all
     assert a.admin_users == set()  # admins only through admin_groups: `admins` names are not the provider's to give
     assert a.username_pattern.startswith("^")
-    assert a.refresh_pre_spawn is False and a.auth_refresh_age == 0 and a.pass_tokens_to_server is False
+    assert a.refresh_pre_spawn is True and a.auth_refresh_age == 3600 and a.pass_tokens_to_server is False
+    assert c.JupyterHub.cookie_max_age_days == 1
     assert "load_groups" not in c.JupyterHub  # the provider's groups claim decides membership
     assert "Ask the lab's PoseHub admin for access" in a.custom_403_message
 
@@ -140,3 +142,28 @@ def test_tokens_reach_the_server_only_when_the_config_asks(passing):
         expected |= {"OIDC_ACCESS_TOKEN": "at-123", "OIDC_ID_TOKEN": "id-456"}
     assert spawner.environment == expected
     assert "rt" not in spawner.environment.values()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"username_claim": "preferred_username"},
+     "auth.oidc.username_claim: 'preferred_username' is neither unique nor stable (the provider may let people "
+     "choose or change it), so someone could sign in as someone else: use sub, email (taken only when verified) or "
+     "your provider's own user ID"),
+    ({"preset": "google"},
+     "auth.oidc.allowed_groups: with the 'google' preset an empty list lets anyone with an account there sign in "
+     "and spend the default budget: name the groups allowed (with groups_claim: hd and your domain)"),
+    ({"preset": "cilogon"},
+     "auth.oidc.allowed_groups: with the 'cilogon' preset an empty list lets anyone with an account there sign in "
+     "and spend the default budget: name the groups allowed"),
+])
+def test_unsafe_sign_in_settings_are_refused(change, message):
+    from posehub.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        validate(raw_config(**change))
+    assert str(err.value).endswith(message)
+
+
+def test_presets_name_people_by_stable_claims():
+    assert {p: oidc.PRESETS[p][1] for p in oidc.PRESETS} == {
+        "generic": "email", "keycloak": "email", "okta": "email", "entra": "oid", "google": "email", "cilogon": "eppn"}

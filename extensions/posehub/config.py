@@ -255,6 +255,10 @@ def _auth_errors(auth: dict) -> list[str]:
     if auth["type"] == "oidc" and not oidc:
         return ["auth: type 'oidc' needs an auth.oidc block (institution_name, issuer_url, client_id, client secret)"]
     if auth["type"] == "oidc":
+        from .hub.oidc_policy import config_errors
+
+        if config_errors(oidc):
+            return config_errors(oidc)
         if oidc["client_secret_file"] and oidc["client_secret_env"]:
             return ["auth.oidc: give client_secret_file or client_secret_env, not both"]
         if not (oidc["client_secret_file"] or oidc["client_secret_env"]):

@@ -176,7 +176,7 @@ def oidc_authenticator(cfg: PoseHubConfig) -> dict:
         "username_claim": o["username_claim"], "discovery_timeout": o["timeout_seconds"],
         "http_request_kwargs": {"connect_timeout": o["timeout_seconds"], "request_timeout": o["timeout_seconds"] * 2},
         "pass_tokens_to_server": o["pass_tokens_to_server"], "enable_auth_state": True,
-        "refresh_pre_spawn": False, "auth_refresh_age": 0,
+        "refresh_pre_spawn": True, "auth_refresh_age": o["refresh_seconds"],
         "allowed_groups": sorted(o["allowed_groups"]), "admin_groups": sorted(o["admin_groups"]),
         "allow_all": not o["allowed_groups"], "admin_users": [], "username_pattern": USERNAME_PATTERN,
         "custom_403_message": (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "

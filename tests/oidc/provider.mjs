@@ -4,7 +4,8 @@
 //    "clients": [{"client_id": "...", "client_secret": "...", "redirect_uris": ["..."]}],
 //    "accounts": {"alice": {"preferred_username": "alice", "groups": ["lab"]}, ...}}
 // Any password signs in an account listed in "accounts"; its claims are exactly what is listed
-// (an account without "groups" sends no groups claim). Consent is granted without asking.
+// (an account without "groups" sends no groups claim), read from the file at each request, so a
+// test can change them while the provider runs. Consent is granted without asking.
 import { readFileSync } from "node:fs";
 import Provider from "oidc-provider";
 
@@ -22,12 +23,14 @@ const provider = new Provider(settings.issuer, {
   claims: {
     openid: ["sub"],
     profile: ["preferred_username", "name"],
-    email: ["email"],
+    email: ["email", "email_verified"],
     groups: ["groups"],
   },
   async findAccount(ctx, id) {
-    if (!Object.hasOwn(accounts, id)) return undefined;
-    return { accountId: id, async claims() { return { sub: id, ...accounts[id] }; } };
+    // the settings file is read again each time: a test may change an account's claims (groups) meanwhile
+    const now = JSON.parse(readFileSync(process.argv[2], "utf8")).accounts;
+    if (!Object.hasOwn(now, id)) return undefined;
+    return { accountId: id, async claims() { return { sub: id, ...now[id] }; } };
   },
   async loadExistingGrant(ctx) {
     const grant = new ctx.oidc.provider.Grant({
@@ -35,7 +38,7 @@ const provider = new Provider(settings.issuer, {
       accountId: ctx.oidc.session.accountId,
     });
     grant.addOIDCScope("openid profile email groups");
-    grant.addOIDCClaims(["preferred_username", "name", "email", "groups"]);
+    grant.addOIDCClaims(["preferred_username", "name", "email", "email_verified", "groups"]);
     await grant.save();
     return grant;
   },

@@ -89,8 +89,9 @@ def apply_oidc(c, cfg: PoseHubConfig):
     a.http_request_kwargs = {"connect_timeout": o["timeout_seconds"], "request_timeout": o["timeout_seconds"] * 2}
     a.pass_tokens_to_server = o["pass_tokens_to_server"]
     a.enable_auth_state = True
-    a.refresh_pre_spawn = False
-    a.auth_refresh_age = 0
+    a.refresh_pre_spawn = True  # a server starts only for someone the provider still allows
+    a.auth_refresh_age = o["refresh_seconds"]  # groups, admin and access follow the provider within this time
+    c.JupyterHub.cookie_max_age_days = 1
     if o["groups_claim"]:
         a.auth_state_groups_key = f"oauth_user.{o['groups_claim']}"
         a.manage_groups = True

@@ -23,15 +23,7 @@ from traitlets import Bool, Float, Unicode
 
 from ..config import PoseHubConfig
 
-# scopes, username claim, groups claim of each provider (README: "Single sign-on")
-PRESETS = {
-    "generic": (["openid", "profile", "email"], "preferred_username", "groups"),
-    "keycloak": (["openid", "profile", "email"], "preferred_username", "groups"),
-    "okta": (["openid", "profile", "email", "groups"], "preferred_username", "groups"),
-    "entra": (["openid", "profile", "email"], "preferred_username", "groups"),
-    "google": (["openid", "profile", "email"], "email", ""),
-    "cilogon": (["openid", "profile", "email", "org.cilogon.userinfo"], "eppn", "isMemberOf"),
-}
+from .oidc_policy import PRESETS
 
 
 class SignInError(web.HTTPError):
@@ -59,6 +51,7 @@ def settings(cfg: PoseHubConfig) -> dict:
         "callback_url": o["callback_url"] or f"{cfg.public_url}/hub/oauth_callback",
         "pass_tokens_to_server": o["pass_tokens_to_server"],
         "timeout_seconds": float(o["timeout_seconds"]),
+        "refresh_seconds": int(o["refresh_seconds"]),
     }
 
 
@@ -150,6 +143,10 @@ class PoseHubOIDCAuthenticator(GenericOAuthenticator):
 
     def user_info_to_username(self, user_info):
         claim = self.username_claim
+        if claim == "email" and user_info.get("email") and user_info.get("email_verified") is not True:
+            raise SignInError(403, f"Your e-mail address at {self.institution_name} is not verified, and PoseHub "
+                                   f"names people by it: verify it with {self.institution_name}, then sign in again. "
+                                   f"If it goes on, tell {self.admin_contact}.")
         if not isinstance(claim, str) or user_info.get(claim):
             return super().user_info_to_username(user_info)
         raise SignInError(500, f"{self.institution_name} did not send the '{claim}' claim that PoseHub takes "
@@ -173,6 +170,26 @@ class PoseHubOIDCAuthenticator(GenericOAuthenticator):
                                        f"group names: {groups!r}. Tell {self.admin_contact}.")
             return set(groups)
         return await super().get_user_groups(auth_state)
+
+    async def refresh_user(self, user, handler=None, **kwargs):
+        """Every ``auth.oidc.refresh_seconds`` the provider is asked again: groups and admin follow it, and someone
+        it no longer allows must sign in again (and is refused). A provider that does not answer keeps people
+        signed in rather than signing everyone out."""
+        try:
+            model = await super().refresh_user(user, handler, **kwargs)
+        except SignInError as e:
+            if e.status_code != 503:
+                raise
+            self.log.warning("refreshing %s's sign-in: the provider does not answer; kept signed in", user.name)
+            return True
+        if isinstance(model, dict):
+            allowed = self.check_allowed(user.name, model)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                self.log.warning("%s is no longer allowed by %s: signed out", user.name, self.institution_name)
+                return False
+        return model
 
     # ------------------------------------------------------------ the server
 
