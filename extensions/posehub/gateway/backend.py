@@ -42,7 +42,7 @@ from traitlets import Float, Unicode
 
 from cost_reports.reconcile import RunningServer, reconcile
 
-from .. import environments, gpus, profiles
+from .. import environments, gpus
 from ..config import load
 from ..hub import isolation
 from ..hub.costs import CostGate
@@ -140,12 +140,6 @@ class PoseHubLocalBackend(LocalBackend):
                       self.db.get_cluster(name).options.get("profile"),
                       self.db.get_cluster(name).config.get("cluster_max_workers"))
         return name
-
-    # ------------------------------------------------------------ workers and their GPUs
-
-    def _worker_gpus(self, cluster) -> int:
-        profile = self.posehub.profile(cluster.options.get("profile", ""))
-        return int(profile.get("gpus") or 0) if profile else 0
 
     # ------------------------------------------------------------ processes: as the owner, in their control groups
 

@@ -38,7 +38,6 @@ def settings(cfg: PoseHubConfig) -> dict:
     """``auth.oidc`` with the preset's defaults filled in (pure)."""
     o = cfg["auth"]["oidc"]
     scopes, username_claim, groups_claim = PRESETS[o["preset"]]
-    hub = cfg["hub"]
     return {
         "institution_name": o["institution_name"],
         "issuer_url": o["issuer_url"].rstrip("/"),
