@@ -4,6 +4,9 @@
 be signed by keys moto knows, and those keys' policies are evaluated. The
 first requests (creating an admin user and its keys) are let through
 unauthenticated, as moto's ``INITIAL_NO_AUTH_ACTION_COUNT`` allows.
+``MotoServer(auth=True, sts_max_seconds=N)`` runs moto through
+``tests/motoserve.py``: STS credentials last at most N seconds and are refused
+with ``ExpiredToken`` after their end, as AWS does.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ import requests
 from hubfixture import free_port, wait_for
 
 MOTO = Path(sys.executable).with_name("moto_server")
+EXPIRING_MOTO = Path(__file__).with_name("motoserve.py")
 REGION = "us-east-1"
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
 
 class MotoServer:
-    def __init__(self, workdir: Path, auth: bool = False):
+    def __init__(self, workdir: Path, auth: bool = False, sts_max_seconds: int | None = None):
         self.port = free_port()
+        self.sts_max_seconds = sts_max_seconds
         self.url = f"http://127.0.0.1:{self.port}"
         self.auth = auth
         self.log_file = workdir / f"moto-{self.port}.log"
@@ -38,7 +43,11 @@ class MotoServer:
         env = dict(os.environ)
         if self.auth:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"  # create_user, put_user_policy, create_access_key
-        self.proc = subprocess.Popen([str(MOTO), "-H", "127.0.0.1", "-p", str(self.port)], env=env,
+        cmd = [str(MOTO)]
+        if self.sts_max_seconds:
+            env["POSEHUB_TEST_STS_MAX_SECONDS"] = str(self.sts_max_seconds)
+            cmd = [sys.executable, str(EXPIRING_MOTO)]
+        self.proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(self.port)], env=env,
                                      stdout=open(self.log_file, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         wait_for(lambda: requests.get(f"{self.url}/moto-api/", timeout=2).status_code < 500, timeout=60,
@@ -55,6 +64,15 @@ class MotoServer:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(30)
+
+    def role(self, name: str, policy: dict) -> str:
+        """A role anyone here may assume, with ``policy`` as its own; returns its ARN."""
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                         "Action": "sts:AssumeRole"}]}
+        iam = self.client("iam")
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(RoleName=name, PolicyName="own", PolicyDocument=json.dumps(policy))
+        return iam.get_role(RoleName=name)["Role"]["Arn"]
 
     def client(self, service: str, keys: tuple | None = None, token: str | None = None):
         key, secret = keys or self.keys

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pickle
 import re
 
 import pytest
@@ -127,6 +128,8 @@ def test_aws_buckets_use_virtual_hosts_and_no_url(tmp_path):
     (lambda b: b["mount"].update(options=["allow_other,uid=0"]) if "mount" in b else b.update(
         mount={"options": ["allow_other,uid=0"]}), "buckets.mount.options[0]"),
     (lambda b: b["sts"].update(duration_seconds=60), "buckets.sts.duration_seconds"),
+    (lambda b: b["sts"].update(credentials_port=8000),
+     "buckets.sts.credentials_port: port 8000 is already used by hub.port"),
 ])
 def test_bad_bucket_config_is_one_clear_message(change, message):
     raw = s3_config()
@@ -174,7 +177,10 @@ def test_storage_reads_the_manifest(tmp_path, monkeypatch):
     assert storage.url() == "s3://posehub-home/alice/"
     assert storage.url("home", "/runs/a.csv") == "s3://posehub-home/alice/runs/a.csv"
     opts = storage.storage_options("home")
-    assert (opts["key"], opts["secret"], opts["token"]) == ("k", "s", "t")
+    assert "key" not in opts and "secret" not in opts  # the credentials come from the manifest, read again as they end
+    frozen = opts["session"].botocore_credentials().get_credentials().get_frozen_credentials()
+    assert (frozen.access_key, frozen.secret_key, frozen.token) == ("k", "s", "t")
+    assert pickle.loads(pickle.dumps(opts["session"])).manifest == str(tmp_path / "storage.json")
     assert opts["default_block_size"] == storage.BLOCK_SIZE and opts["endpoint_url"] == "http://127.0.0.1:1"
     with pytest.raises(storage.StorageError, match=r"no bucket 'nope' in this workspace \(you have: demo, home\)"):
         storage.url("nope")
@@ -204,11 +210,13 @@ def test_expired_credentials_are_named_not_an_access_denied(tmp_path, monkeypatc
     creds = {"access_key_id": "k", "secret_access_key": "s", "session_token": "t",
              "expiration": "2020-01-01T00:00:00+00:00"}
     write_manifest(tmp_path, monkeypatch, [entry("home", "posehub-home", "alice/", credentials=creds)])
-    with pytest.raises(storage.StorageError, match="expired at 2020-01-01 00:00 UTC: restart your server"):
+    with pytest.raises(storage.StorageError, match="expired at 2020-01-01 00:00:00 UTC, and the hub, which renews them while your server runs, "
+                                                     "has not: restart your server"):
         storage.filesystem()
     creds["expiration"] = "2999-01-01T00:00:00Z"
     write_manifest(tmp_path, monkeypatch, [entry("home", "posehub-home", "alice/", credentials=creds)])
-    assert storage.storage_options()["token"] == "t"
+    creds_of = storage.storage_options()["session"].botocore_credentials().get_credentials()
+    assert creds_of.get_frozen_credentials().token == "t"
 
 
 # ---------------------------------------------------------------- the policy evaluated, for every name the hub accepts

@@ -73,10 +73,12 @@ def home(tmp_path):
     assert mounts.mounts_under(tmp_path) == []
 
 
-def prepared(cfg, home, monkeypatch, user="alice", groups=("lab",)) -> dict:
-    path = workspace.prepare(cfg, user, list(groups), home)
+def prepared(cfg, home, monkeypatch, user="alice", groups=("lab",), lease=None) -> dict:
+    data = workspace.prepare(cfg, user, list(groups), home, lease=lease)
+    path = workspace.manifest_file(home)
     monkeypatch.setenv(storage.MANIFEST_ENV, str(path))
-    return {b["name"]: b for b in json.loads(path.read_text())["buckets"]}
+    assert json.loads(path.read_text()) == data
+    return {b["name"]: b for b in data["buckets"]}
 
 
 def test_buckets_are_mounted_listed_read_and_written(s3, tmp_path, home, monkeypatch):
@@ -102,7 +104,8 @@ def test_buckets_are_mounted_listed_read_and_written(s3, tmp_path, home, monkeyp
     # ... and the same data from Python, with the server's own (STS) credentials
     fs = storage.filesystem()
     assert fs.cat(storage.url("home", "from-mount.txt")) == b"written in JupyterLab"
-    assert fs.storage_options["key"] != s3.keys[0]  # not the hub's keys
+    key = fs.storage_options["session"].botocore_credentials().get_credentials().get_frozen_credentials().access_key
+    assert key == got["home"]["credentials"]["access_key_id"] != s3.keys[0]  # not the hub's keys
     with storage.open("home", "from-python.txt", "w") as f:
         f.write("written in a notebook")
     wait_for(lambda: (home / "home-bucket" / "from-python.txt").exists(), timeout=20, what="object seen in the mount")

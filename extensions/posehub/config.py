@@ -170,7 +170,8 @@ def _semantic_errors(cfg: dict) -> list[str]:
             )
         seen.setdefault(profile["slug"], i)
     errors += _bucket_errors(cfg["buckets"])
-    errors += _dask_errors(cfg["dask"], list(seen), cfg)
+    errors += _dask_errors(cfg["dask"], list(seen))
+    errors += _port_errors(cfg)
     errors += _auth_errors(cfg["auth"])
     errors += _isolation_errors(cfg)
     errors += _tls_errors(cfg["hub"])
@@ -181,7 +182,7 @@ def _semantic_errors(cfg: dict) -> list[str]:
     return errors
 
 
-def _dask_errors(d: dict, slugs: list[str], cfg: dict) -> list[str]:
+def _dask_errors(d: dict, slugs: list[str]) -> list[str]:
     errors = []
     for i, slug in enumerate(d["worker_profiles"]):
         if slug not in slugs:
@@ -190,15 +191,23 @@ def _dask_errors(d: dict, slugs: list[str], cfg: dict) -> list[str]:
     if d["default_worker_profile"] and d["default_worker_profile"] not in offered:
         errors.append(f"dask.default_worker_profile: '{d['default_worker_profile']}' is not a worker profile "
                       f"(expected one of: {', '.join(offered)})")
+    return errors
+
+
+def _port_errors(cfg: dict) -> list[str]:
+    """Two services of one machine on one port."""
+    errors, d = [], cfg["dask"]
     ports = {"hub.port": cfg["hub"]["port"], "hub.hub_port": cfg["hub"]["hub_port"],
-             "hub.proxy_api_port": cfg["hub"]["proxy_api_port"], "costs.port": cfg["costs"]["port"], "dask.port": d["port"],
-             "dask.scheduler_port": d["scheduler_port"], "dask.api_port": d["api_port"]}
+             "hub.proxy_api_port": cfg["hub"]["proxy_api_port"], "costs.port": cfg["costs"]["port"]}
+    if cfg["buckets"]["backend"] == "s3" and cfg["buckets"]["sts"]["role_arn"]:
+        ports["buckets.sts.credentials_port"] = cfg["buckets"]["sts"]["credentials_port"]
     if d["enabled"]:
-        seen_ports: dict = {}
-        for key, port in ports.items():
-            if port in seen_ports:
-                errors.append(f"{key}: port {port} is already used by {seen_ports[port]}")
-            seen_ports.setdefault(port, key)
+        ports.update({"dask.port": d["port"], "dask.scheduler_port": d["scheduler_port"], "dask.api_port": d["api_port"]})
+    seen_ports: dict = {}
+    for key, port in ports.items():
+        if port in seen_ports:
+            errors.append(f"{key}: port {port} is already used by {seen_ports[port]}")
+        seen_ports.setdefault(port, key)
     return errors
 
 

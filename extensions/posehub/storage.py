@@ -3,7 +3,10 @@
 The hub tells each server what it may reach in ``~/.posehub/storage.json``
 (path in ``$POSEHUB_STORAGE``): every visible bucket, the user's home prefix,
 the endpoint and the server's own short-lived credentials from STS (never the
-hub's keys, nor a bucket's static keys). ::
+hub's keys, nor a bucket's static keys). The hub renews those credentials
+before they end and rewrites the manifest; filesystems from here (and from
+their options, pickled to Dask workers) read it again when theirs near their
+end, so long runs keep their access. ::
 
     from posehub import storage
     fs = storage.filesystem()                 # s3fs.S3FileSystem for the home bucket
@@ -79,7 +82,10 @@ def manifest_path() -> Path:
 
 def buckets() -> dict[str, Bucket]:
     """Every bucket of this workspace, by name ("home" for the home prefix)."""
-    p = manifest_path()
+    return _read_buckets(manifest_path())
+
+
+def _read_buckets(p: Path) -> dict[str, Bucket]:
     try:
         data = json.loads(p.read_text())
     except FileNotFoundError:
@@ -118,8 +124,27 @@ def _check_not_expired(b: Bucket, creds: dict, now: datetime | None = None) -> N
     ends = datetime.fromisoformat(creds["expiration"].replace("Z", "+00:00"))
     now = now or datetime.now(timezone.utc)
     if ends <= now:
-        raise StorageError(f"the credentials for bucket '{b.name}' expired at {ends:%Y-%m-%d %H:%M} UTC: "
-                           "restart your server (File > Hub Control Panel) to get new ones")
+        raise StorageError(f"the credentials for bucket '{b.name}' expired at {ends:%Y-%m-%d %H:%M:%S} UTC, and "
+                           "the hub, which renews them while your server runs, has not: restart your server "
+                           "(File > Hub Control Panel) and tell the lab's PoseHub admin if it happens again")
+
+
+def _credential_metadata(manifest: str, name: str) -> dict:
+    """The bucket's current credentials from the manifest, in botocore's refresh format."""
+    b = _read_buckets(Path(manifest)).get(name)
+    creds = (b.credentials if b else None) or {}
+    if not creds.get("access_key_id"):
+        raise StorageError(f"no credentials for bucket '{name}' in {manifest}")
+    _check_not_expired(b, creds)
+    return {"access_key": creds["access_key_id"], "secret_key": creds["secret_access_key"],
+            "token": creds.get("session_token") or None, "expiry_time": creds.get("expiration") or None}
+
+
+def manifest_session(manifest: str, name: str):
+    """An aiobotocore session whose credentials are the bucket ``name``'s in ``manifest``, read again as they
+    near their end (the hub renews them). It pickles as its two arguments, so a Dask worker running as
+    the same account rebuilds it and reads the same manifest."""
+    return __getattr__("ManifestSession")(manifest, name)
 
 
 def storage_options(name: str = "home") -> dict:
@@ -128,12 +153,9 @@ def storage_options(name: str = "home") -> dict:
     b = bucket(name)
     if b.local:
         return {}
-    creds = b.credentials or {}
-    _check_not_expired(b, creds)
+    _check_not_expired(b, b.credentials or {})
     opts = {
-        "key": creds.get("access_key_id") or None,
-        "secret": creds.get("secret_access_key") or None,
-        "token": creds.get("session_token") or None,
+        "session": manifest_session(os.path.abspath(manifest_path()), name),
         "endpoint_url": b.endpoint_url or None,
         "client_kwargs": {"region_name": b.region},
         "config_kwargs": {"max_pool_connections": MAX_POOL_CONNECTIONS,
@@ -246,7 +268,10 @@ def _make_class():
 
                 o = self.storage_options
                 s3cfg = (o.get("config_kwargs") or {}).get("s3")
-                self._stream_client = boto3.session.Session().client(
+                session = o.get("session")
+                renewed = getattr(session, "botocore_credentials", None)  # a manifest_session
+                self._stream_client = boto3.session.Session(
+                    botocore_session=renewed() if renewed else None).client(
                     "s3", endpoint_url=o.get("endpoint_url"), aws_access_key_id=o.get("key"),
                     aws_secret_access_key=o.get("secret"), aws_session_token=o.get("token"),
                     region_name=(o.get("client_kwargs") or {}).get("region_name"),
@@ -332,10 +357,47 @@ def _make_class():
     return PoseHubS3FileSystem
 
 
-def __getattr__(attr):  # s3fs is imported only when a filesystem is asked for
-    if attr == "PoseHubS3FileSystem":
+def _make_session_class():
+    import botocore.session
+    from aiobotocore.credentials import AioCredentials, AioRefreshableCredentials
+    from aiobotocore.session import AioSession
+    from botocore.credentials import Credentials, RefreshableCredentials
+
+    def credentials(read, refreshable, fixed):
+        meta = read()
+        if meta["expiry_time"] is None:  # credentials that do not end
+            return fixed(meta["access_key"], meta["secret_key"], meta["token"], method="posehub-manifest")
+        return refreshable.create_from_metadata(meta, refresh_using=read, method="posehub-manifest")
+
+    class ManifestSession(AioSession):
+        def __init__(self, manifest: str, name: str):
+            super().__init__()
+            self.manifest, self.bucket_name = manifest, name
+            self._credentials = credentials(self._read, AioRefreshableCredentials, AioCredentials)
+
+        def _read(self) -> dict:
+            return _credential_metadata(self.manifest, self.bucket_name)
+
+        def botocore_credentials(self):
+            """A botocore session with the same renewed credentials (for boto3 clients)."""
+            s = botocore.session.get_session()
+            s._credentials = credentials(self._read, RefreshableCredentials, Credentials)
+            return s
+
+        def __reduce__(self):
+            return manifest_session, (self.manifest, self.bucket_name)
+
+        def __repr__(self):  # fsspec caches filesystems by the repr of their options
+            return f"posehub.storage.manifest_session({self.manifest!r}, {self.bucket_name!r})"
+
+    return ManifestSession
+
+
+def __getattr__(attr):  # s3fs and aiobotocore are imported only when a filesystem is asked for
+    makers = {"PoseHubS3FileSystem": _make_class, "ManifestSession": _make_session_class}
+    if attr in makers:
         if attr not in _classes:
-            _classes[attr] = _make_class()
+            _classes[attr] = makers[attr]()
         return _classes[attr]
     raise AttributeError(attr)
 

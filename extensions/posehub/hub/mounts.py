@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .s3creds import Credentials, CredentialsError
-from .s3plan import BucketAccess, s3fs_command
+from .s3plan import S3FS_CREDENTIALS_ENV, BucketAccess, s3fs_command
 
 NOTE_FILE = "NOT-MOUNTED.txt"
 FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount") or "fusermount3"
@@ -167,10 +167,13 @@ def _listable(path: Path, timeout: float) -> bool:
 
 
 def mount(access: BucketAccess, creds: Credentials | CredentialsError, root: Path, *, timeout: float = 10,
-          extra: list[str] = (), owner: tuple[int, int] | None = None) -> MountResult:
+          extra: list[str] = (), owner: tuple[int, int] | None = None,
+          refresh: tuple[str, str] | None = None) -> MountResult:
     """Mount one bucket at ``root/<access.mountpoint>``, or leave a note there saying why not. ``root`` is the
     hub's folder of this user's mounts (never inside the user's home, where a planted link could send a
-    mount elsewhere); with ``owner`` (uid, gid) the mount is that account's alone."""
+    mount elsewhere); with ``owner`` (uid, gid) the mount is that account's alone. With ``refresh``
+    (the hub's credential endpoint, this server's relative URI) s3fs asks the hub for renewed credentials
+    before ``creds`` end (:mod:`posehub.hub.s3broker`); otherwise it keeps ``creds``."""
     path = root / access.mountpoint
     if is_mounted(path):  # left behind by a crash
         unmount(path)
@@ -188,9 +191,11 @@ def mount(access: BucketAccess, creds: Credentials | CredentialsError, root: Pat
     reason = preflight(access, creds, timeout)
     if reason:
         return skipped(reason)
+    endpoint, relative_uri = refresh or ("", "")
     cmd = s3fs_command(access, path, timeout=timeout, extra=extra, session_token=bool(creds.session_token),
-                       owner=owner)
-    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/root"), **creds.as_env()}
+                       owner=owner, credentials_endpoint=endpoint)
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/root")}
+    env.update({S3FS_CREDENTIALS_ENV: relative_uri} if endpoint else creds.as_env())
     try:
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout * 3)
     except subprocess.TimeoutExpired:

@@ -24,6 +24,10 @@ from ..names import check_username
 SESSION_POLICY_LIMIT = 2048
 READ_ACTIONS = ["s3:GetObject"]
 WRITE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+# s3fs's ECS credential source: it GETs <ibm_iam_endpoint> + this path + $S3FS_CREDENTIALS_ENV
+# (posehub.hub.s3broker serves it)
+S3FS_CREDENTIALS_PATH = "/identity/token"
+S3FS_CREDENTIALS_ENV = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
 
 
 @dataclass(frozen=True)
@@ -119,10 +123,12 @@ def role_session_name(username: str) -> str:
 
 
 def s3fs_options(access: BucketAccess, timeout: float, extra: list[str], session_token: bool,
-                 owner: tuple[int, int] | None = None) -> list[str]:
+                 owner: tuple[int, int] | None = None, credentials_endpoint: str = "") -> list[str]:
     """``-o`` options of one mount: tuned for large sequential reads of video, many small files
     listed at once, and quick failure when the endpoint is down. With ``owner`` (uid, gid) the hub
-    (root) mounts for that account alone: every file shows as the owner's, mode 0700/0600."""
+    (root) mounts for that account alone: every file shows as the owner's, mode 0700/0600. With
+    ``credentials_endpoint`` s3fs takes its (renewed) credentials from the hub there, not from its
+    environment: ``ecs`` first, then ``ibm_iam_endpoint``, which moves ECS's address to the hub."""
     opts = [
         f"endpoint={access.region}",
         f"connect_timeout={max(1, int(timeout))}",
@@ -139,7 +145,9 @@ def s3fs_options(access: BucketAccess, timeout: float, extra: list[str], session
         opts += [f"url={access.endpoint_url}", "use_path_request_style"]
     if access.read_only:
         opts.append("ro")
-    if session_token:
+    if credentials_endpoint:
+        opts += ["ecs", f"ibm_iam_endpoint={credentials_endpoint}"]
+    elif session_token:
         opts.append("use_session_token")
     if owner is not None:
         uid, gid = owner
@@ -149,10 +157,11 @@ def s3fs_options(access: BucketAccess, timeout: float, extra: list[str], session
 
 
 def s3fs_command(access: BucketAccess, mountpoint: Path, *, timeout: float = 10, extra: list[str] = (),
-                 session_token: bool = False, owner: tuple[int, int] | None = None) -> list[str]:
+                 session_token: bool = False, owner: tuple[int, int] | None = None,
+                 credentials_endpoint: str = "") -> list[str]:
     source = access.bucket + (f":/{access.prefix.rstrip('/')}" if access.prefix else "")
     cmd = ["s3fs", source, str(mountpoint)]
-    for opt in s3fs_options(access, timeout, list(extra), session_token, owner):
+    for opt in s3fs_options(access, timeout, list(extra), session_token, owner, credentials_endpoint):
         cmd += ["-o", opt]
     return cmd
 

@@ -28,7 +28,7 @@ from traitlets import Dict, List, Unicode, default
 
 from cost_reports.reservations import BudgetExceeded
 
-from . import accounts, cgroups, costs, homefiles, isolation, workspace
+from . import accounts, cgroups, costs, homefiles, isolation, s3broker, s3creds, s3plan, workspace
 from .. import environments, gpus, profiles
 from ..gateway import policy as gateway_policy
 from ..gateway import settings as gateway_settings
@@ -93,9 +93,13 @@ class PoseHubSpawner(LocalProcessSpawner):
     gpu_indices = List(help="GPU indices held by this server.")
     profile_slug = Unicode("", help="Slug of the running profile.")
     sandbox_state = Dict(help="The control group of the running server (posehub.hub.cgroups), kept across hub restarts.")
+    storage_state = Dict(help="The running server's STS credential lease (its secret, the groups it was planned for) "
+                              "and its manifest without credentials, kept across hub restarts.")
     _account = None  # accounts.Account of this user (isolation.mode: accounts), set at start
     _loaded_running = False  # state was loaded from the hub database with a process id (hub restart)
     _activity_at_load = None  # the server's last activity as the hub database had it then
+    _lease = None  # s3broker.Lease: the server's STS credentials, renewed while it runs
+    _renewal = None  # the asyncio task renewing them
 
     # ------------------------------------------------------------ policy
 
@@ -318,6 +322,7 @@ class PoseHubSpawner(LocalProcessSpawner):
             raise ProfileError(503, "The cost ledger is not answering just now, so your budget cannot be checked "
                                     "and nothing was started; try again in a minute.") from None
         try:
+            self._lease = self._new_lease()
             await asyncio.to_thread(self._make_workspace, profile, groups)
             image = environments.singleuser_command(profile["image"])
             sandbox = self._sandbox()
@@ -328,6 +333,7 @@ class PoseHubSpawner(LocalProcessSpawner):
             await asyncio.to_thread(gate.release, reservation)
             raise
         await asyncio.to_thread(gate.started, self.user.name, self.name, profile, reservation)
+        self._start_renewal()
         return url
 
     def _make_workspace(self, profile: dict, groups: list[str]) -> None:
@@ -349,7 +355,14 @@ class PoseHubSpawner(LocalProcessSpawner):
             self.sandbox_state = sandbox.state()
         else:
             home.mkdir(parents=True, exist_ok=True)
-        workspace.prepare(cfg, self.user.name, groups, home, self.log, owner=owner)
+        lease = self._lease
+        data = workspace.prepare(cfg, self.user.name, groups, home, self.log, owner=owner, lease=lease)
+        if lease is not None and lease.credentials is not None:
+            self.storage_state = {"secret": lease.secret, "groups": list(groups),
+                                  "manifest": workspace.with_credentials(data, None)}
+        elif lease is not None:  # STS refused (the buckets say so in their notes): nothing to renew
+            s3broker.unregister(lease)
+            self._lease = None
         quiet_lab_defaults(home, *(owner.uid, owner.gid) if owner else (os.geteuid(), os.getegid()))
 
     async def stop(self, now=False):
@@ -379,6 +392,7 @@ class PoseHubSpawner(LocalProcessSpawner):
     async def _after_exit(self, end, note, close_span=True):
         """Everything the server started is killed (its whole control group), its buckets unmounted, its GPUs
         given back, then its span closed: nothing runs, and no credential stays mounted, unbilled."""
+        self._stop_renewal()
         sandbox = self._sandbox()
         try:
             if sandbox is not None:
@@ -397,6 +411,60 @@ class PoseHubSpawner(LocalProcessSpawner):
         except ValueError:  # the last activity predates the span: close it now
             self.cost_gate.stopped(self.user.name, self.name, note=note)
 
+    # ------------------------------------------------------------ S3 credentials renewed while the server runs
+
+    def _new_lease(self) -> s3broker.Lease | None:
+        """A credential lease for a server whose buckets use STS, with the hub's endpoint serving it (on the
+        event loop); None where there is nothing to renew or the endpoint cannot be served (said in the log)."""
+        b = self.posehub_config["buckets"]
+        if b["backend"] != "s3" or not b["sts"]["role_arn"]:
+            return None
+        try:
+            s3broker.serve(b["sts"]["credentials_port"])
+        except s3broker.BrokerError as e:
+            self.log.error("storage of %s: %s; its mounts keep the credentials they start with", self.user.name, e)
+            return None
+        lease = s3broker.Lease(self.user.name, role_arn=b["sts"]["role_arn"])
+        s3broker.register(lease)
+        return lease
+
+    def _start_renewal(self) -> None:
+        if self._lease is not None and self._renewal is None:
+            self._renewal = asyncio.ensure_future(
+                s3broker.keep_renewed(self._lease, self._fetch_credentials, self._publish_credentials, self.log))
+
+    def _stop_renewal(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
+        if self._lease is not None:
+            s3broker.unregister(self._lease)
+            self._lease = None
+        self.storage_state = {}
+
+    def _fetch_credentials(self):
+        """New STS credentials for the buckets the server was started with (in a thread)."""
+        cfg = self.posehub_config
+        accesses = [a for a in s3plan.plan(cfg, self.user.name, self.storage_state.get("groups", [])) if a.uses_sts]
+        return s3creds.assume_role(cfg, self.user.name, accesses, cfg["buckets"]["mount"]["timeout_seconds"])
+
+    def _publish_credentials(self, creds) -> None:
+        """The manifest rewritten with ``creds``, as the user's own file (in a thread)."""
+        acct = self._account
+        owner = workspace.Owner(acct.uid, acct.gid, acct.gid) if acct else None
+        workspace.write_manifest(Path(self.home_dir),
+                                 workspace.with_credentials(self.storage_state["manifest"], creds), owner)
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self._lease is not None and self._renewal is None:  # running after a hub restart
+            try:
+                s3broker.serve(self.posehub_config["buckets"]["sts"]["credentials_port"])
+            except s3broker.BrokerError as e:
+                self.log.error("storage of %s: %s", self.user.name, e)
+            self._start_renewal()
+        return status
+
     def _release_gpus(self):
         gpu_pool(self.posehub_config).release(self._owner_key)
         self.gpu_indices = []
@@ -411,6 +479,8 @@ class PoseHubSpawner(LocalProcessSpawner):
             state["gpus"] = list(self.gpu_indices)
         if self.sandbox_state:
             state["sandbox"] = dict(self.sandbox_state)
+        if self.storage_state:
+            state["storage"] = dict(self.storage_state)
         return state
 
     def load_state(self, state):
@@ -421,6 +491,11 @@ class PoseHubSpawner(LocalProcessSpawner):
         if self.posehub_config.isolated and self.sandbox_state:
             self._account = accounts.lookup(self.user.name, prefix=self.posehub_config["isolation"]["account_prefix"],
                                             homes_dir=isolation.homes_dir(self.posehub_config))
+        self.storage_state = dict(state.get("storage", {}))
+        if self.storage_state.get("secret") and self.pid and self._lease is None:
+            self._lease = s3broker.Lease(self.user.name, role_arn=self.posehub_config["buckets"]["sts"]["role_arn"],
+                                         secret=self.storage_state["secret"])
+            s3broker.register(self._lease)  # the mounts' endpoint answers again once poll() has renewed it
         self._loaded_running = bool(self.pid)
         self._activity_at_load = self.orm_spawner.last_activity if self.orm_spawner is not None else None
         if self.gpu_indices and self.pid:

@@ -21,9 +21,10 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-from . import buckets, homefiles, mounts, s3creds, s3plan
+from . import buckets, homefiles, mounts, s3broker, s3creds, s3plan
 from ..config import PoseHubConfig
 
 MANIFEST = Path(".posehub/storage.json")
@@ -88,10 +89,16 @@ def _local(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner |
     return entries
 
 
-def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner | None, logger) -> list[dict]:
+def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner | None, logger,
+        lease: s3broker.Lease | None) -> list[dict]:
     b = cfg["buckets"]
     accesses = s3plan.plan(cfg, username, groups)
+    issued = datetime.now(timezone.utc)
     creds = s3creds.credentials_for(cfg, username, accesses)
+    sts = next((creds[a.name] for a in accesses if a.uses_sts), None)
+    renewed = lease is not None and isinstance(sts, s3creds.Credentials)
+    if renewed:
+        lease.set(sts, issued)
     root = mount_root(cfg, home)
     _dir(root.parent, 0o711)
     _dir(root, 0o750, 0, owner.gid) if owner else _dir(root, 0o700)
@@ -100,8 +107,10 @@ def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner | No
         c = creds[a.name]
         usable = not isinstance(c, s3creds.CredentialsError)
         if b["mount"]["enabled"]:
+            refresh = (s3broker.base_url(b["sts"]["credentials_port"]), lease.relative_uri) \
+                if renewed and a.uses_sts else None
             result = mounts.mount(a, c, root, timeout=b["mount"]["timeout_seconds"], extra=b["mount"]["options"],
-                                  owner=(owner.uid, owner.gid) if owner else None)
+                                  owner=(owner.uid, owner.gid) if owner else None, refresh=refresh)
             mounted, note = result.mounted, result.reason
             homefiles.ensure_symlink(home, a.mountpoint, result.path, **_ids(owner))
         else:
@@ -117,18 +126,39 @@ def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner | No
     return entries
 
 
-def prepare(cfg: PoseHubConfig, username: str, groups, home: Path, logger=log, owner: Owner | None = None) -> Path:
-    """Make the user's buckets reachable in ``home``; returns the manifest's path. Never raises for
-    a bucket that cannot be reached: that bucket is skipped with a note."""
+def prepare(cfg: PoseHubConfig, username: str, groups, home: Path, logger=log, owner: Owner | None = None,
+            lease: s3broker.Lease | None = None) -> dict:
+    """Make the user's buckets reachable in ``home`` and write the manifest (:func:`manifest_file`); returns
+    what it says. Never raises for a bucket that cannot be reached: that bucket is skipped with a note.
+    With ``lease``, the server's STS credentials go into it, and the mounts ask the hub for the renewed
+    ones (:mod:`posehub.hub.s3broker`)."""
     home = Path(home)
     release(cfg, home, logger)  # mounts left by a crash of an earlier run
     if cfg["buckets"]["backend"] == "local":
         entries = _local(cfg, username, groups, home, owner)
     else:
-        entries = _s3(cfg, username, groups, home, owner, logger)
+        entries = _s3(cfg, username, groups, home, owner, logger, lease)
     data = {"backend": cfg["buckets"]["backend"], "user": username, "buckets": entries}
-    # written 0600 as the user's own file, replaced atomically: it may hold the server's credentials
-    return homefiles.write_file(home, str(MANIFEST), json.dumps(data, indent=2), mode=0o600, **_ids(owner))
+    write_manifest(home, data, owner)
+    return data
+
+
+def write_manifest(home: Path, data: dict, owner: Owner | None = None) -> Path:
+    """Written 0600 as the user's own file, replaced atomically: it may hold the server's credentials."""
+    return homefiles.write_file(Path(home), str(MANIFEST), json.dumps(data, indent=2), mode=0o600, **_ids(owner))
+
+
+def _sts_entry(entry: dict) -> bool:
+    c = entry.get("credentials")
+    return c == "sts" or (isinstance(c, dict) and bool(c.get("session_token")))
+
+
+def with_credentials(data: dict, creds: s3creds.Credentials | None) -> dict:
+    """The manifest with every STS bucket's credentials replaced by ``creds`` (None: left out, for
+    keeping the manifest in the hub's database)."""
+    entries = [dict(e, credentials=creds.as_dict() if creds else "sts") if _sts_entry(e) else e
+               for e in data.get("buckets", [])]
+    return dict(data, buckets=entries)
 
 
 def release(cfg: PoseHubConfig, home: Path, logger=log) -> None:
