@@ -56,11 +56,11 @@ BAD_CASES = {
     "unknown key": (
         lambda c: c["profiles"][0].update(gpu=1),
         "profiles[0].gpu: unknown key 'gpu' (expected one of: allowed_groups, allowed_users, aws_instance_type, "
-        "cpu, description, display_name, gpus, image, memory, price_per_hour, slug)",
+        "cpu, description, display_name, gpus, idle_minutes, image, memory, price_per_hour, slug)",
     ),
     "unknown top-level key": (
         lambda c: c.update(budget={"default": 10}),
-        "budget: unknown key 'budget' (expected one of: admins, auth, buckets, budgets, costs, dask, gpus, groups, "
+        "budget: unknown key 'budget' (expected one of: admins, auth, buckets, budgets, costs, culling, dask, gpus, groups, "
         "hub, images, isolation, profiles)",
     ),
     "wrong type": (

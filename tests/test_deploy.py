@@ -156,6 +156,11 @@ def test_services_cost_and_dask_gateway(embedded):
                                   "apiTokenFromSecretKey": "hub.services.dask-gateway.apiToken",
                                   "jupyterhubServiceName": "dask-gateway"}
     assert dg["gateway"]["prefix"] == "/services/dask-gateway"
+    # idle servers: the chart's own culler, with PoseHub's default limit (one machine's per-profile limits need
+    # the culler's arbiter hook); no role for a culler service the chart does not run
+    assert jh["cull"] == {"enabled": True, "timeout": 3600, "every": 60, "maxAge": 0, "users": False,
+                          "adminUsers": True, "removeNamedServers": False}
+    assert "idle-culler" not in services and "posehub-idle-culler" not in jh["hub"]["loadRoles"]
     assert jh["singleuser"]["extraEnv"]["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://traefik-dask-gateway.posehub:80"
     assert helm.dask_names("posehub", "lab")["traefik_url"] == "http://traefik-lab-dask-gateway.posehub"
 

@@ -238,7 +238,7 @@ def _db_values(cfg: PoseHubConfig) -> tuple[dict, dict]:
 def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str = "posehub",
                 release: str = HUB_RELEASE, dask_release: str = DASK_RELEASE) -> dict:
     """Values of the ``jupyterhub`` chart (Zero to JupyterHub) for this config."""
-    from .hub.hubapply import COST_SERVICE, DASK_SERVICE
+    from .hub.hubapply import COST_SERVICE, CULLER_ROLE, DASK_SERVICE
 
     pod_data = hub_pod_config(cfg)
     c = _hubapply(validate(copy.deepcopy(pod_data), CONFIG_MOUNT))
@@ -253,7 +253,8 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
                                "url": f"http://hub:{port}",
                                "command": ["python3", "-m", "cost_reports.launch"],
                                "environment": {"POSEHUB_CONFIG": CONFIG_MOUNT}}}
-    roles = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in _plain(c.JupyterHub.load_roles)}
+    roles = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in _plain(c.JupyterHub.load_roles)
+             if r["name"] != CULLER_ROLE}  # the chart runs its own culler (cull_values)
     user_env: dict = {"POSEHUB_COST_URL": f"http://hub.{namespace}:{port}/services/cost/"}
     hub_pods = {"podSelector": {"matchLabels": {"component": "hub", "release": release}}}
     hub_ingress = [{"ports": [{"port": port, "protocol": "TCP"}],
@@ -290,6 +291,7 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
         hub["db"] = db
     return {
         "hub": hub,
+        "cull": cull_values(cfg),
         "singleuser": {
             "image": split_image(image_ref(cfg, cfg["profiles"][0]["image"], registry, tag)),
             "defaultUrl": "/lab",
@@ -298,6 +300,15 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
             "networkPolicy": {"egress": user_egress},
         },
     }
+
+
+def cull_values(cfg: PoseHubConfig) -> dict:
+    """``culling`` -> the chart's idle culler (one limit for every server: ``culling.idle_minutes``; the
+    per-profile limits of one machine need the culler's arbiter hook, which the chart does not take)."""
+    c = cfg["culling"]
+    return {"enabled": c["enabled"], "timeout": int(float(c["idle_minutes"]) * 60), "every": c["check_every_seconds"],
+            "maxAge": int(float(c["max_age_hours"]) * 3600), "users": False, "adminUsers": True,
+            "removeNamedServers": False}
 
 
 def image_ref_hub(registry: str, tag: str) -> str:

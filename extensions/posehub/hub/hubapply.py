@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .. import culling
 from ..config import REPO_ROOT, PoseHubConfig
 from ..names import USERNAME_PATTERN
 
@@ -125,6 +126,8 @@ def apply_spawner(c, cfg: PoseHubConfig):
 
 COST_SERVICE = "cost"
 DASK_SERVICE = "dask-gateway"
+CULLER_SERVICE = "idle-culler"
+CULLER_ROLE = "posehub-idle-culler"
 COST_ADMIN_SCOPE = "custom:posehub-costs:admin"
 
 
@@ -169,9 +172,21 @@ def dask_service(cfg: PoseHubConfig) -> dict:
     }
 
 
+def culler_service(cfg: PoseHubConfig) -> dict:
+    """jupyterhub-idle-culler as a managed service, deciding by each server's profile (posehub.culling)."""
+    return {
+        "name": CULLER_SERVICE,
+        "command": [sys.executable, "-m", "jupyterhub_idle_culler",
+                    f"--config={REPO_ROOT / 'hub_config' / 'idle_culler_config.py'}"],
+        "environment": {"POSEHUB_CONFIG": str(cfg.path)},
+        "display": False,
+    }
+
+
 def apply_costs(c, cfg: PoseHubConfig):
-    """``costs.*`` and ``dask.*`` -> the hub's services (the cost reporter, Dask Gateway), their roles,
-    the cost admin scope, the budget banner."""
+    """``costs.*``, ``dask.*`` and ``culling.*`` -> the hub's services (the cost reporter, Dask Gateway, the
+    idle culler), their roles, the cost admin scope, the budget banner; servers report their activity often
+    enough for the shortest idle limit."""
     costs = cfg["costs"]
     dask = cfg["dask"]["enabled"]
     services = [{
@@ -197,6 +212,13 @@ def apply_costs(c, cfg: PoseHubConfig):
         access.append(f"access:services!service={DASK_SERVICE}")
         # the gateway reads users' groups and admin flag: they decide the worker profiles a user may use
         roles.append({"name": "posehub-dask-gateway", "services": [DASK_SERVICE], "scopes": ["read:users"]})
+    if cfg["culling"]["enabled"]:
+        services.append(culler_service(cfg))
+        # it reads each server's state for its profile (admin:server_state) and stops idle ones
+        roles.append({"name": CULLER_ROLE, "services": [CULLER_SERVICE],
+                      "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers",
+                                 "admin:server_state"]})
+        c.JupyterHub.last_activity_interval = culling.activity_interval(culling.shortest_limit(cfg))
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = {
         COST_ADMIN_SCOPE: {"description": "See everyone's spend and change budgets in PoseHub's cost reporter."},

@@ -29,7 +29,7 @@ from traitlets import Dict, List, Unicode, default
 from cost_reports.reservations import BudgetExceeded
 
 from . import accounts, cgroups, costs, homefiles, isolation, s3broker, s3creds, s3plan, workspace
-from .. import environments, gpus, profiles
+from .. import culling, environments, gpus, profiles
 from ..gateway import policy as gateway_policy
 from ..gateway import settings as gateway_settings
 from ..storage import MANIFEST_ENV
@@ -263,6 +263,12 @@ class PoseHubSpawner(LocalProcessSpawner):
                 self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin))
         env[MANIFEST_ENV] = str(workspace.manifest_file(Path(self.home_dir)))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
+        profile = self.posehub_config.profile(self.profile_slug) if self.profile_slug else None
+        if self.posehub_config["culling"]["enabled"] and profile:
+            limit = culling.idle_limit(self.posehub_config, profile)
+            env[culling.ACTIVITY_ENV] = str(culling.activity_interval(limit))
+            env[culling.IDLE_LIMIT_ENV] = str(int(limit))
+            env[culling.IDLE_WARN_ENV] = str(self.posehub_config["culling"]["warn_minutes"])
         return env
 
     @default("apply_user_options")
@@ -291,8 +297,10 @@ class PoseHubSpawner(LocalProcessSpawner):
         args = super().get_args()
         if os.geteuid() == 0 and self._account is None:  # one-person mode run as root (tests only)
             args.append("--ServerApp.allow_root=True")
-        # budget warnings inside JupyterLab (a prebuilt extension, no build step)
+        # budget and idle warnings inside JupyterLab (a prebuilt extension, no build step), and the server's
+        # answer to "how long have I been idle" (posehub.labidle)
         args.append(f"--LabApp.extra_labextensions_path={LABEXTENSIONS}")
+        args.append("--ServerApp.jpserver_extensions=posehub.labidle=True")
         # workspaces may have no internet: no news feed, no update checks
         args += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
         return args

@@ -6,7 +6,9 @@
 // "apputils:notify" command. Every minute it asks the cost service
 // (/services/cost/api/status, signed in through the hub's OAuth like any page)
 // and shows a notification when the user passes a warning level (80 %, 95 %)
-// or their servers are stopped at 100 %.
+// or their servers are stopped at 100 %. Every 30 seconds it asks its own
+// server how long it has been idle (<base_url>api/posehub/idle, which does
+// not count as activity) and warns before the idle culler stops it.
 var _JUPYTERLAB;
 (function () {
   "use strict";
@@ -19,6 +21,55 @@ var _JUPYTERLAB;
       hubPrefix = cfg.hubPrefix || hubPrefix;
     } catch (e) { /* not under a hub: keep the default */ }
     return hubPrefix.replace(/hub\/?$/, "") + "services/cost/api/status";
+  }
+
+  var IDLE_INTERVAL_MS = 30 * 1000;
+
+  function pageConfig() {
+    try {
+      return JSON.parse(document.getElementById("jupyter-config-data").textContent);
+    } catch (e) { return {}; }
+  }
+
+  function idleUrl() {
+    var base = pageConfig().baseUrl || "/";
+    return base.replace(/\/?$/, "/") + "api/posehub/idle";
+  }
+
+  function xsrf() {
+    var m = document.cookie.match("\\b_xsrf=([^;]*)\\b");
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  function minutes(seconds) {
+    var m = Math.max(1, Math.round(seconds / 60));
+    return m + (m === 1 ? " minute" : " minutes");
+  }
+
+  function watchIdle(app) {
+    var url = idleUrl();
+    var warned = false;
+    function check() {
+      fetch(url, { credentials: "same-origin", headers: { Accept: "application/json", "X-XSRFToken": xsrf() } })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (s) {
+          if (!s || !s.culling) { return; }
+          document.body.dataset.posehubIdleStopsIn = String(s.stops_in_seconds);
+          if (!s.warn) { warned = false; return; }
+          if (warned) { return; }
+          warned = true;
+          return app.commands.execute("apputils:notify", {
+            message: "This server has been idle for " + minutes(s.idle_seconds) + ". It will be stopped in about " +
+              minutes(s.stops_in_seconds) + " unless you use it (run a cell, open or save a file). " +
+              "Your files stay; save open notebooks now.",
+            type: "warning",
+            options: { autoClose: false }
+          });
+        })
+        .catch(function (e) { console.warn("PoseHub idle status unavailable:", e); });
+    }
+    setTimeout(check, 3000);
+    setInterval(check, IDLE_INTERVAL_MS);
   }
 
   var plugin = {
@@ -45,6 +96,7 @@ var _JUPYTERLAB;
       }
       setTimeout(check, 2000);
       setInterval(check, INTERVAL_MS);
+      watchIdle(app);
     }
   };
 

@@ -1,0 +1,73 @@
+"""When an idle server is stopped (pure: the config and times in, decisions out).
+
+The hub runs jupyterhub-idle-culler as a managed service (``hub_config/idle_culler_config.py``); its
+``cull_arbiter_hook`` is :func:`arbiter`, which reads the server's profile from its saved state and
+applies that profile's limit. Servers report their activity to the hub often enough for the shortest
+limit (:func:`activity_interval`), and JupyterLab asks its own server how long it has been idle to
+warn before the stop (:mod:`posehub.labidle`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from .config import PoseHubConfig
+
+IDLE_LIMIT_ENV = "POSEHUB_IDLE_LIMIT_SECONDS"  # what a server is told of its own limit (posehub.labidle)
+IDLE_WARN_ENV = "POSEHUB_IDLE_WARN_MINUTES"
+ACTIVITY_ENV = "JUPYTERHUB_ACTIVITY_INTERVAL"  # JupyterHub's singleuser: seconds between activity reports
+MAX_ACTIVITY_INTERVAL = 300  # JupyterHub's own default for both activity reports
+MIN_ACTIVITY_INTERVAL = 5
+
+
+def idle_limit(cfg: PoseHubConfig, profile: dict | None) -> float:
+    """Seconds without activity before a server of ``profile`` is stopped (an unknown profile: the default)."""
+    c = cfg["culling"]
+    if profile and profile.get("idle_minutes"):
+        return float(profile["idle_minutes"]) * 60
+    if profile and profile.get("gpus"):
+        return float(c["gpu_idle_minutes"]) * 60
+    return float(c["idle_minutes"]) * 60
+
+
+def activity_interval(limit_seconds: float) -> int:
+    """How often a server tells the hub it is active: four times within its limit, at most every 5 minutes."""
+    return int(max(MIN_ACTIVITY_INTERVAL, min(MAX_ACTIVITY_INTERVAL, limit_seconds / 4)))
+
+
+def shortest_limit(cfg: PoseHubConfig) -> float:
+    return min(idle_limit(cfg, p) for p in cfg["profiles"])
+
+
+def should_cull(cfg: PoseHubConfig, profile_slug: str | None, inactive: timedelta) -> bool:
+    if not cfg["culling"]["enabled"]:
+        return False
+    return inactive.total_seconds() >= idle_limit(cfg, cfg.profile(profile_slug or ""))
+
+
+def warning(limit_seconds: float, inactive_seconds: float, warn_minutes: float) -> dict:
+    """What JupyterLab is told about its own server: how long it has been idle, when it will be stopped,
+    and whether to warn now."""
+    left = max(0.0, limit_seconds - inactive_seconds)
+    return {"idle_seconds": round(inactive_seconds), "limit_seconds": round(limit_seconds),
+            "stops_in_seconds": round(left), "warn": left <= warn_minutes * 60}
+
+
+def arbiter(cfg: PoseHubConfig):
+    """jupyterhub-idle-culler's ``cull_arbiter_hook``: the server's own profile decides (its ``state``, read
+    with the ``admin:server_state`` scope)."""
+
+    def decide(inactive, inactive_limit, server, **_):
+        slug = ((server or {}).get("state") or {}).get("profile")
+        return should_cull(cfg, slug, inactive)
+
+    return decide
+
+
+def culler_settings(cfg: PoseHubConfig) -> dict:
+    """``IdleCuller`` traits: ``timeout`` is the shortest limit (the arbiter applies each profile's own),
+    ``max_age`` in seconds (0: none)."""
+    c = cfg["culling"]
+    return {"timeout": int(shortest_limit(cfg)), "cull_every": int(c["check_every_seconds"]),
+            "max_age": int(float(c["max_age_hours"]) * 3600), "cull_users": False, "remove_named_servers": False,
+            "cull_admin_users": True}
