@@ -33,7 +33,7 @@ from .enforce import Enforcer, user_status
 from .gatewayapi import gateway_for
 from .hubapi import HubClient, HubUser
 from .periods import Period
-from .usage import StorageMeter, local_sizer
+from .usage import StorageMeter, local_sizer, s3_sizer
 
 log = logging.getLogger("posehub.cost")
 ADMIN_SCOPE = "custom:posehub-costs:admin"
@@ -453,6 +453,27 @@ def prepare() -> Prepared | None:
     return Prepared(cfg, CostReporter(cfg))
 
 
+def home_sizer(cfg):
+    """How the space of each user's home prefix is measured: the disk its folder takes (``backend: local``),
+    or its objects' sizes, listed with the hub's own keys (``s3``)."""
+    b = cfg["buckets"]
+    home = b.get("home")
+    if not home:
+        return None
+    if b["backend"] == "local":
+        return local_sizer(cfg.data_dir / "buckets" / home["name"])
+    import boto3
+
+    keys = {}
+    if b["hub_keys_file"]:
+        key, _, secret = Path(cfg.resolve(b["hub_keys_file"])).read_text().strip().partition(":")
+        keys = {"aws_access_key_id": key.strip(), "aws_secret_access_key": secret.strip()}
+    endpoint = home.get("endpoint_url") or b["endpoint_url"] or None
+    client = boto3.session.Session(region_name=home.get("region") or b["region"], **keys).client(
+        "s3", endpoint_url=endpoint)
+    return s3_sizer(client, home["name"])
+
+
 class Started:
     """The service on the event loop: the application and its enforcement loop."""
 
@@ -464,10 +485,9 @@ class Started:
         self.prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/cost/")
         self.app = make_app(reporter, self.hub, self.prefix, os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/")
         meter = None
-        if cfg["buckets"]["backend"] == "local" and cfg["buckets"].get("home"):
-            meter = StorageMeter(reporter.ledger,
-                                 local_sizer(cfg.data_dir / "buckets" / cfg["buckets"]["home"]["name"]),
-                                 cfg["costs"]["storage_price_per_gb_month"])
+        sizer = home_sizer(cfg)
+        if sizer is not None:
+            meter = StorageMeter(reporter.ledger, sizer, cfg["costs"]["storage_price_per_gb_month"])
         self.enforcer = Enforcer(reporter, self.hub, meter, gateway_for(cfg))
 
     async def round(self):

@@ -292,3 +292,17 @@ def test_local_backend_needs_no_s3(tmp_path, monkeypatch):
         f.write("local")
     assert (home / "home-bucket" / "x.txt").read_text() == "local"
     assert storage.url("openfield-demo") == str(tmp_path / "data" / "buckets" / "openfield-demo")
+
+
+def test_storage_is_billed_by_the_bytes_of_the_users_own_objects(s3, tmp_path):
+    """The cost service's S3 sizer: the objects under ``alice/`` only (not ``alice2/``), listed with the hub's keys."""
+    from cost_reports.service import home_sizer
+
+    c = s3.client("s3")
+    c.put_object(Bucket="posehub-home", Key="alice/videos/a.mp4", Body=b"v" * 5000)
+    c.put_object(Bucket="posehub-home", Key="alice2/big.bin", Body=b"x" * 70000)
+    sizer = home_sizer(config(s3, tmp_path))
+    expected = sum(o["Size"] for o in c.list_objects_v2(Bucket="posehub-home", Prefix="alice/")["Contents"])
+    assert sizer("alice") == expected >= 5000
+    assert sizer("alice2") == 70000
+    assert sizer("nobody") == 0
