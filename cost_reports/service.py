@@ -27,7 +27,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
 
-from . import api, plot, render
+from . import api, metrics, plot, render
 from .core import CostReporter
 from .enforce import Enforcer, user_status
 from .gatewayapi import gateway_for
@@ -397,6 +397,21 @@ def audit_dict(e) -> dict:
             "reason": e.reason}
 
 
+class MetricsApi(Base):
+    """Prometheus metrics (cost_reports.metrics). Scraped with a hub API token that has JupyterHub's
+    ``read:metrics`` scope (or the cost admin scope, or an admin's)."""
+
+    @web.authenticated
+    async def get(self):
+        if "read:metrics" not in self.current_user.get("scopes", []):
+            await self.require_admin()
+        users = await self.directory.refresh()
+        snap = await asyncio.to_thread(metrics.snapshot, self.rep, {n: list(u.groups) for n, u in users.items()},
+                                       self.settings["stops"])
+        self.set_header("Content-Type", metrics.CONTENT_TYPE)
+        self.finish(metrics.render(snap))
+
+
 class NotFound(Base):
     def prepare(self):
         raise web.HTTPError(404, f"no such page: {self.request.path}")
@@ -423,10 +438,12 @@ def make_app(reporter: CostReporter, hub: HubClient, prefix: str, hub_prefix: st
         (p + r"api/budgets/([^/]+)/([^/]+)", BudgetApi),
         (p + "api/extensions", ExtensionsApi),
         (p + "api/audit", AuditApi),
+        (p + "metrics", MetricsApi),
         (p + "oauth_callback", HubOAuthCallbackHandler),
         (r".*", NotFound),
     ]
     return web.Application(routes, reporter=reporter, directory=directory, prefix=p, hub_prefix=hub_prefix,
+                           stops={"server": 0, "dask-cluster": 0},
                            cookie_secret=os.urandom(32), xsrf_cookies=False)
 
 
@@ -494,6 +511,9 @@ class Started:
         directory: Directory = self.app.settings["directory"]
         try:
             result = await self.enforcer.tick()
+            stops = self.app.settings["stops"]
+            stops["server"] += len(result.stopped)
+            stops["dask-cluster"] += len(result.stopped_clusters)
             directory.set(await self.hub.users())
             if result.stopped or result.warned:
                 log.info("enforcement: warned %s, stopped %s", result.warned, result.stopped)

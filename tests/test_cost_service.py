@@ -281,3 +281,49 @@ def test_hub_killed_and_restarted_keeps_the_span_whole(hub):
     wait_ready(hub, "alice")
     spans = [sp for sp in ledger(hub).spans(span.start.strftime("%Y-%m"), "alice") if sp.kind == "server"]
     assert len(spans) == 2 and spans[1].start >= spans[0].end
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_in_prometheus_format_with_the_figures_of_the_ledger(hub):
+    from datetime import datetime, timedelta, timezone
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    make_user(hub, "alice")
+    bob = make_user(hub, "bob")
+    wait_cost_service(hub)
+    assert spawn_with_form(hub, bob, "cpu-small").status_code == 200  # running now
+    wait_ready(hub, "bob")
+    led = ledger(hub)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start = max(now - timedelta(hours=10), now.replace(day=1, hour=0, minute=0, second=0))
+    hours = Decimal((now - start).total_seconds()) / 3600
+    span = led.open_span("alice", "server", "old", "1.5", profile="cpu-staff", start=start)
+    led.close_span(span.id, now)
+    led.open_span("bob", "dask-worker", "c1/w1", "0.4", profile="cpu-staff")
+
+    r = requests.get(f"{hub.url}/services/cost/metrics", headers={"Authorization": f"token {hub.api_token()}"},
+                     timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    period = now.strftime("%Y-%m")
+    alice = (("period", period), ("user", "alice"))
+    assert samples[("posehub_spend_dollars", alice)] == pytest.approx(float(Decimal("1.5") * hours), abs=0.01)
+    budget = float(hub.config.get("budgets", {}).get("default", 300))
+    assert samples[("posehub_budget_dollars", alice)] == pytest.approx(budget)
+    assert samples[("posehub_budget_used_percent", alice)] == pytest.approx(
+        float(Decimal("1.5") * hours) / budget * 100, abs=0.05)
+    assert samples[("posehub_running", (("kind", "server"), ("profile", "cpu-small")))] == 1
+    assert samples[("posehub_running", (("kind", "dask-worker"), ("profile", "cpu-staff")))] == 1
+    assert ("posehub_running", (("kind", "server"), ("profile", "cpu-staff"))) not in samples  # closed
+    assert samples[("posehub_budget_stops_total", (("kind", "server"),))] == 0
+
+    # a user's own token may not read everyone's figures
+    r = requests.get(f"{hub.url}/services/cost/metrics",
+                     headers={"Authorization": f"token {user_token(hub, 'bob')}"}, timeout=30)
+    assert r.status_code == 403
