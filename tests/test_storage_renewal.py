@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -189,13 +188,19 @@ print(s3fs.S3FileSystem(**options).cat(sys.argv[1]).decode())
 """
 
 
-def test_mounts_and_python_read_on_after_the_first_credentials_end(expiring, tmp_path, home, monkeypatch, hub_loop):
+def served(expiring, tmp_path, hub_loop):
+    """A config whose credential endpoint the 'hub' loop serves, and alice's lease, registered there."""
     port = free_port()
     cfg = config(expiring, tmp_path, shared=[], home={"name": "posehub-home"},
                  sts={"role_arn": expiring.arn, "duration_seconds": 900, "credentials_port": port})
     on_loop(hub_loop, s3broker.serve, port)
     lease = s3broker.Lease("alice", role_arn=expiring.arn)
     s3broker.register(lease)
+    return cfg, lease
+
+
+def test_mounts_and_python_read_on_after_the_first_credentials_end(expiring, tmp_path, home, monkeypatch, hub_loop):
+    cfg, lease = served(expiring, tmp_path, hub_loop)
     # bob's workspace, prepared the old way (no lease): the control that shows the end is real
     bob_home = tmp_path / "home" / "bob"
     bob_home.mkdir(parents=True)
@@ -209,7 +214,8 @@ def test_mounts_and_python_read_on_after_the_first_credentials_end(expiring, tmp
     # the mount's s3fs has no keys of its own: only the endpoint and, in its environment, the secret
     (pid,) = s3fs_processes(tmp_path / "data" / "mounts" / "alice" / "home-bucket")
     cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
-    assert f"ecs -o ibm_iam_endpoint=http://127.0.0.1:{port}" in cmdline and lease.secret not in cmdline
+    endpoint = s3broker.base_url(cfg["buckets"]["sts"]["credentials_port"])
+    assert f"ecs -o ibm_iam_endpoint={endpoint}" in cmdline and lease.secret not in cmdline
     environ = open(f"/proc/{pid}/environ").read().split("\0")
     assert f"{s3plan.S3FS_CREDENTIALS_ENV}={lease.relative_uri}" in environ
     assert not any(e.startswith("AWS_ACCESS_KEY_ID=") for e in environ)
@@ -271,12 +277,7 @@ def test_a_mount_whose_endpoint_has_nothing_fails_reads_until_it_has(expiring, t
                                                                     hub_loop):
     """After a hub restart the lease is known again but empty until renewed: the mount's reads fail in the
     meantime (s3fs asks at each request once its set is near its end) and work again once it is renewed."""
-    port = free_port()
-    cfg = config(expiring, tmp_path, shared=[], home={"name": "posehub-home"},
-                 sts={"role_arn": expiring.arn, "duration_seconds": 900, "credentials_port": port})
-    on_loop(hub_loop, s3broker.serve, port)
-    lease = s3broker.Lease("alice", role_arn=expiring.arn)
-    s3broker.register(lease)
+    cfg, lease = served(expiring, tmp_path, hub_loop)
     try:
         got = prepared(cfg, home, monkeypatch, groups=(), lease=lease)
         assert got["home"]["mounted"], got["home"]["note"]
