@@ -2,13 +2,17 @@
 
 Each user runs a server ``hours_weekday`` hours on each Monday–Friday and
 ``hours_weekend`` hours on each Saturday and Sunday of the month that contains
-``period_start``, at ``price_per_hour``. Pure; exact Decimal arithmetic.
+``period_start``, at ``price_per_hour``. The platform's own monthly costs
+(``costs.fixed_monthly``: the hub's instance or the workstation, storage, on AWS
+the control plane, load balancer and NAT) are spread over the users, so a
+user-month compares like for like with a managed service. Pure; exact Decimal
+arithmetic.
 """
 
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -26,8 +30,12 @@ class Estimate:
     weekdays: int
     weekend_days: int
     hours_per_user: Decimal
-    per_user: Decimal
-    total: Decimal
+    per_user: Decimal  # compute
+    total: Decimal  # compute, every user
+    fixed: dict  # {name: dollars a month} of the platform itself
+    fixed_per_user: Decimal = Decimal(0)
+    per_user_month: Decimal = Decimal(0)  # compute + the user's share of the fixed costs
+    grand_total: Decimal = Decimal(0)
 
 
 def day_counts(year: int, month: int) -> tuple[int, int]:
@@ -53,7 +61,8 @@ def _hours(value, what: str) -> Decimal:
     return h
 
 
-def estimate(users, hours_weekday, hours_weekend, price_per_hour, period_start) -> Estimate:
+def estimate(users, hours_weekday, hours_weekend, price_per_hour, period_start,
+             fixed_monthly: Mapping | None = None) -> Estimate:
     """Monthly cost per user and in total.
 
     ``users``: a number of users or a collection of names; ``hours_weekday`` /
@@ -75,5 +84,10 @@ def estimate(users, hours_weekday, hours_weekend, price_per_hour, period_start) 
     weekdays, weekend = day_counts(year, month)
     hours = weekdays * wd_h + weekend * we_h
     per_user = hours * price
+    fixed = {str(k): to_amount(v, f"fixed cost {k!r}") for k, v in (fixed_monthly or {}).items()}
+    fixed_total = sum(fixed.values(), Decimal(0))
+    fixed_per_user = fixed_total / n if n else fixed_total
     return Estimate(month=f"{year:04d}-{month:02d}", users=n, weekdays=weekdays, weekend_days=weekend,
-                    hours_per_user=hours, per_user=cents(per_user), total=cents(per_user * n))
+                    hours_per_user=hours, per_user=cents(per_user), total=cents(per_user * n),
+                    fixed={k: cents(v) for k, v in fixed.items()}, fixed_per_user=cents(fixed_per_user),
+                    per_user_month=cents(per_user + fixed_per_user), grand_total=cents(per_user * n + fixed_total))

@@ -97,7 +97,9 @@ def test_cost_estimate(config_file):
     # December 2026: 23 weekdays, 8 weekend days: 23 x 8 + 8 x 2 = 200 h x $0.40 = $80.00 per user
     assert r.stdout.splitlines() == [
         "2026-12: 23 weekdays x 8.0 h + 8 weekend days x 2.0 h = 200 h per user on 'cpu-staff' at $0.4/h",
-        "per user: $80.00 per month",
+        "compute per user: $80.00 per month",
+        "fixed costs: none set (costs.fixed_monthly)",
+        "total per user-month: $80.00",
         "10 users: $800.00 per month",
     ]
     r = run("cost", "estimate", "--users", "3", "--hours-weekday", "25", "--profile", "cpu-staff",
@@ -105,6 +107,42 @@ def test_cost_estimate(config_file):
     assert r.returncode == 2 and r.stderr.strip() == "error: hours per weekday must be at most 24, got 25.0"
     r = run("cost", "estimate", "--users", "3", "--hours-weekday", "2", "--profile", "nope", "--config", str(config_file))
     assert r.returncode == 2 and r.stderr.strip() == "error: unknown profile 'nope' (expected one of: cpu-small, cpu-staff)"
+
+
+# on-demand us-east-1 prices: g4dn.xlarge (4 vCPU, one T4), and the platform around it on EKS
+STUDY_FIXED = {"EKS control plane": 73.00, "load balancer": 16.43, "NAT gateway": 32.85,
+               "hub instance (t3.medium)": 30.37, "shared storage": 2.30}
+
+
+def test_cost_estimate_of_the_study_pattern_with_the_platforms_fixed_costs(config_file):
+    """10 users, 8 h each weekday, 2 h each weekend day, on 4 vCPU and one T4: the figures the README compares
+    with AppStream 2.0 ($161.94 a Linux user-month, $196.07 Windows)."""
+    cfg = yaml.safe_load(config_file.read_text())
+    cfg["profiles"].append({"slug": "gpu-t4", "display_name": "4 vCPU, one T4", "image": "base", "cpu": 4,
+                            "memory": "16G", "gpus": 1, "price_per_hour": 0.526, "aws_instance_type": "g4dn.xlarge"})
+    cfg.setdefault("costs", {})["fixed_monthly"] = STUDY_FIXED
+    config_file.write_text(yaml.safe_dump(cfg))
+    r = run("cost", "estimate", "--users", "10", "--hours-weekday", "8", "--hours-weekend", "2",
+            "--profile", "gpu-t4", "--month", "2026-12", "--config", str(config_file))
+    assert r.returncode == 0, r.stderr
+    # 200 h x $0.526 = $105.20 of compute; $154.95 of fixed costs / 10 users = $15.50 (15.495): $120.70
+    assert r.stdout.splitlines() == [
+        "2026-12: 23 weekdays x 8.0 h + 8 weekend days x 2.0 h = 200 h per user on 'gpu-t4' at $0.526/h",
+        "compute per user: $105.20 per month",
+        "fixed costs: $154.95 per month (EKS control plane $73.00, NAT gateway $32.85, hub instance (t3.medium) "
+        "$30.37, load balancer $16.43, shared storage $2.30), $15.50 per user",
+        "total per user-month: $120.70",
+        "10 users: $1,206.95 per month",
+    ]
+    r = run("cost", "estimate", "--users", "10", "--hours-weekday", "8", "--hours-weekend", "2", "--format", "json",
+            "--profile", "gpu-t4", "--month", "2026-12", "--config", str(config_file))
+    data = json.loads(r.stdout)
+    assert (data["per_user"], data["fixed_per_user"], data["per_user_month"]) == ("105.20", "15.50", "120.70")
+    cfg["costs"]["fixed_monthly"] = {"NAT gateway": -3}
+    config_file.write_text(yaml.safe_dump(cfg))
+    r = run("cost", "estimate", "--users", "10", "--hours-weekday", "8", "--profile", "gpu-t4",
+            "--config", str(config_file))
+    assert r.returncode == 2 and "costs.fixed_monthly" in r.stderr and r.stdout == ""
 
 
 def test_prices_refresh_with_the_price_list_api_down_changes_nothing(config_file):

@@ -120,7 +120,7 @@ def _cmd_cost_estimate(args) -> int:
         return 2
     try:
         e = estimate(args.users, args.hours_weekday, args.hours_weekend, profile["price_per_hour"],
-                     args.month or datetime.now(timezone.utc))
+                     args.month or datetime.now(timezone.utc), cfg["costs"]["fixed_monthly"])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -130,13 +130,22 @@ def _cmd_cost_estimate(args) -> int:
         print(json.dumps({"month": e.month, "profile": profile["slug"], "price_per_hour": str(profile["price_per_hour"]),
                           "users": e.users, "weekdays": e.weekdays, "weekend_days": e.weekend_days,
                           "hours_per_user": str(e.hours_per_user), "per_user": f"{e.per_user:.2f}",
-                          "total": f"{e.total:.2f}"}, indent=1))
+                          "total": f"{e.total:.2f}", "fixed_monthly": {k: f"{v:.2f}" for k, v in e.fixed.items()},
+                          "fixed_per_user": f"{e.fixed_per_user:.2f}", "per_user_month": f"{e.per_user_month:.2f}",
+                          "grand_total": f"{e.grand_total:.2f}"}, indent=1))
         return 0
     print(f"{e.month}: {e.weekdays} weekdays x {args.hours_weekday} h + {e.weekend_days} weekend days x "
           f"{args.hours_weekend} h = {e.hours_per_user.normalize():f} h per user on '{profile['slug']}' "
           f"at ${profile['price_per_hour']}/h")
-    print(f"per user: ${e.per_user:,.2f} per month")
-    print(f"{e.users} users: ${e.total:,.2f} per month")
+    print(f"compute per user: ${e.per_user:,.2f} per month")
+    if e.fixed:
+        items = ", ".join(f"{k} ${v:,.2f}" for k, v in e.fixed.items())
+        print(f"fixed costs: ${sum(e.fixed.values()):,.2f} per month ({items}), "
+              f"${e.fixed_per_user:,.2f} per user")
+    else:
+        print("fixed costs: none set (costs.fixed_monthly)")
+    print(f"total per user-month: ${e.per_user_month:,.2f}")
+    print(f"{e.users} users: ${e.grand_total:,.2f} per month")
     return 0
 
 
