@@ -378,3 +378,58 @@ def test_a_running_server_reads_on_past_its_first_credentials_and_a_hub_restart(
     assert hub.api("DELETE", "/users/alice/server").status_code in (202, 204)
     wait_for(lambda: not server_processes(hub, "alice"), timeout=60, what="server stopped")
     assert requests.get(endpoint + relative, timeout=5).status_code == 403
+
+
+BOB_TRIES = """
+import json, os, urllib.error, urllib.request
+out = {{}}
+
+def get(url, headers={{}}):
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+for what, path in (("environ", "/proc/{pid}/environ"), ("manifest", "{manifest}")):
+    try:
+        open(path).read()
+        out[what] = "read"
+    except OSError as e:
+        out[what] = type(e).__name__
+out["guessed"] = get("{endpoint}?token=" + "A" * 43)
+out["no secret"] = get("{endpoint}")
+out["alice's idle status"] = get("{hub}/user/alice/api/posehub/idle",
+                                 {{"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"]}})
+seen = open("/proc/mounts").read()
+for d in os.listdir("/proc"):
+    try:
+        seen += open(f"/proc/{{d}}/cmdline").read()
+    except OSError:
+        pass
+out["seen"] = seen
+print(json.dumps(out))
+"""
+
+
+def test_another_user_gets_nothing_of_alices_credentials_from_a_terminal(hub, expiring):
+    """bob, in his own kernel (his account, his server's token), tries alice's mount secret and credentials:
+    her s3fs processes' environment, guesses at the endpoint, her manifest, what /proc shows, her idle status."""
+    for name in ("alice", "bob"):
+        hub.create_user(name, "correct-horse-9")
+        assert spawn_with_form(hub, hub.session(name, "correct-horse-9"), "cpu-small").status_code == 200
+        wait_ready(hub, name)
+    (pid,) = s3fs_processes(hub.data_dir / "mounts" / hub.account("alice") / "home-bucket")
+    secret = next(e for e in open(f"/proc/{pid}/environ").read().split("\0")
+                  if e.startswith(s3plan.S3FS_CREDENTIALS_ENV + "=")).split("?token=", 1)[1]
+    manifest = hub.home("alice") / ".posehub" / "storage.json"
+    alice_key = json.loads(manifest.read_text())["buckets"][0]["credentials"]["access_key_id"]
+    endpoint = s3broker.base_url(hub.config["buckets"]["sts"]["credentials_port"]) + s3plan.S3FS_CREDENTIALS_PATH
+    r = Kernel.start(hub, "bob").execute(BOB_TRIES.format(pid=pid, manifest=manifest, endpoint=endpoint,
+                                                          hub=hub.url), timeout=120)
+    assert r.error is None, (r.error, r.stderr[-2000:])
+    out = json.loads(r.stdout)
+    assert out["environ"] == "PermissionError" and out["manifest"] == "PermissionError"
+    assert out["guessed"] == 403 and out["no secret"] == 403
+    assert out["alice's idle status"] == 403
+    assert secret not in out["seen"] and alice_key not in out["seen"]
+    assert requests.get(f"{endpoint}?token={secret}", timeout=5).status_code == 200  # the secret itself works
