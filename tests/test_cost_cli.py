@@ -90,10 +90,16 @@ def test_cost_report_without_a_ledger(config_file):
     assert r.returncode == 2 and "the hub has not run with this config yet" in r.stderr
 
 
-def test_cost_estimate(config_file):
-    r = run("cost", "estimate", "--users", "10", "--hours-weekday", "8", "--hours-weekend", "2",
-            "--profile", "cpu-staff", "--month", "2026-12", "--config", str(config_file))
+def study_estimate(config_file, profile, *extra):
+    """The study's usage pattern (10 users, 8 h each weekday, 2 h each weekend day) in December 2026."""
+    r = run("cost", "estimate", "--users", "10", "--hours-weekday", "8", "--hours-weekend", "2", *extra,
+            "--profile", profile, "--month", "2026-12", "--config", str(config_file))
     assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_cost_estimate(config_file):
+    r = study_estimate(config_file, "cpu-staff")
     # December 2026: 23 weekdays, 8 weekend days: 23 x 8 + 8 x 2 = 200 h x $0.40 = $80.00 per user
     assert r.stdout.splitlines() == [
         "2026-12: 23 weekdays x 8.0 h + 8 weekend days x 2.0 h = 200 h per user on 'cpu-staff' at $0.4/h",
@@ -122,9 +128,7 @@ def test_cost_estimate_of_the_study_pattern_with_the_platforms_fixed_costs(confi
                             "memory": "16G", "gpus": 1, "price_per_hour": 0.526, "aws_instance_type": "g4dn.xlarge"})
     cfg.setdefault("costs", {})["fixed_monthly"] = STUDY_FIXED
     config_file.write_text(yaml.safe_dump(cfg))
-    r = run("cost", "estimate", "--users", "10", "--hours-weekday", "8", "--hours-weekend", "2",
-            "--profile", "gpu-t4", "--month", "2026-12", "--config", str(config_file))
-    assert r.returncode == 0, r.stderr
+    r = study_estimate(config_file, "gpu-t4")
     # 200 h x $0.526 = $105.20 of compute; $154.95 of fixed costs / 10 users = $15.50 (15.495): $120.70
     assert r.stdout.splitlines() == [
         "2026-12: 23 weekdays x 8.0 h + 8 weekend days x 2.0 h = 200 h per user on 'gpu-t4' at $0.526/h",
@@ -134,8 +138,7 @@ def test_cost_estimate_of_the_study_pattern_with_the_platforms_fixed_costs(confi
         "total per user-month: $120.70",
         "10 users: $1,206.95 per month",
     ]
-    r = run("cost", "estimate", "--users", "10", "--hours-weekday", "8", "--hours-weekend", "2", "--format", "json",
-            "--profile", "gpu-t4", "--month", "2026-12", "--config", str(config_file))
+    r = study_estimate(config_file, "gpu-t4", "--format", "json")
     data = json.loads(r.stdout)
     assert (data["per_user"], data["fixed_per_user"], data["per_user_month"]) == ("105.20", "15.50", "120.70")
     cfg["costs"]["fixed_monthly"] = {"NAT gateway": -3}
