@@ -356,8 +356,7 @@ class PoseHubSpawner(LocalProcessSpawner):
             except accounts.AccountError as e:
                 raise ProfileError(400, str(e)) from None
             acct = self._account
-            shared_gid = accounts.ensure_group(cfg["isolation"]["group"])
-            owner = workspace.Owner(acct.uid, acct.gid, shared_gid)
+            owner = self._owner()
             limits = isolation.profile_limits(cfg, profile, self.gpu_indices)
             sandbox = isolation.backend(cfg).create(isolation.unit_name("server", acct.name, self.name), limits)
             self.sandbox_state = sandbox.state()
@@ -456,12 +455,17 @@ class PoseHubSpawner(LocalProcessSpawner):
         accesses = [a for a in s3plan.plan(cfg, self.user.name, self.storage_state.get("groups", [])) if a.uses_sts]
         return s3creds.assume_role(cfg, self.user.name, accesses, cfg["buckets"]["mount"]["timeout_seconds"])
 
+    def _owner(self) -> workspace.Owner | None:
+        """The account the workspace belongs to (None: servers run as the hub's own account)."""
+        acct = self._account
+        if acct is None:
+            return None
+        return workspace.Owner(acct.uid, acct.gid, accounts.ensure_group(self.posehub_config["isolation"]["group"]))
+
     def _publish_credentials(self, creds) -> None:
         """The manifest rewritten with ``creds``, as the user's own file (in a thread)."""
-        acct = self._account
-        owner = workspace.Owner(acct.uid, acct.gid, acct.gid) if acct else None
         workspace.write_manifest(Path(self.home_dir),
-                                 workspace.with_credentials(self.storage_state["manifest"], creds), owner)
+                                 workspace.with_credentials(self.storage_state["manifest"], creds), self._owner())
 
     async def poll(self):
         status = await super().poll()

@@ -96,8 +96,8 @@ def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner | No
     issued = datetime.now(timezone.utc)
     creds = s3creds.credentials_for(cfg, username, accesses)
     sts = next((creds[a.name] for a in accesses if a.uses_sts), None)
-    renewed = lease is not None and isinstance(sts, s3creds.Credentials)
-    if renewed:
+    renewable = lease is not None and isinstance(sts, s3creds.Credentials)
+    if renewable:
         lease.set(sts, issued)
     root = mount_root(cfg, home)
     _dir(root.parent, 0o711)
@@ -108,7 +108,7 @@ def _s3(cfg: PoseHubConfig, username: str, groups, home: Path, owner: Owner | No
         usable = not isinstance(c, s3creds.CredentialsError)
         if b["mount"]["enabled"]:
             refresh = (s3broker.base_url(b["sts"]["credentials_port"]), lease.relative_uri) \
-                if renewed and a.uses_sts else None
+                if renewable and a.uses_sts else None
             result = mounts.mount(a, c, root, timeout=b["mount"]["timeout_seconds"], extra=b["mount"]["options"],
                                   owner=(owner.uid, owner.gid) if owner else None, refresh=refresh)
             mounted, note = result.mounted, result.reason
