@@ -25,12 +25,3 @@ class GatewayClient:
         resp = await self.http.fetch(req, raise_error=False)
         if resp.code >= 400:
             raise HTTPClientError(resp.code, f"DELETE cluster {name}: {resp.body[:300]!r}", resp)
-
-
-def gateway_for(cfg) -> GatewayClient | None:
-    """The gateway of ``cfg`` (None when ``dask.enabled`` is false)."""
-    if not cfg["dask"]["enabled"]:
-        return None
-    from posehub.gateway.settings import PREFIX, addresses
-
-    return GatewayClient(f"http://{addresses(cfg)['public']}{PREFIX}")

@@ -10,7 +10,8 @@ with the error, so the hub's log shows it. When the hub dies without
 stopping it (killed outright), the service exits too, so that the next hub
 starts its own.
 
-    python -m cost_reports.launch      (the hub's command for the service)
+The config comes from the caller (``load``): the hub's command is ``python -m posehub.costservice``,
+which hands PoseHub's config to :func:`main`; nothing in ``cost_reports`` imports ``posehub``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import sys
 from urllib.parse import urlparse
 
 from tornado import httpserver, ioloop, web
+
+
+class CannotStart(Exception):
+    """The service's config cannot be used; the message says why (``load`` raises it)."""
 
 
 class Starting(web.RequestHandler):
@@ -53,7 +58,8 @@ def listen_host(environ=os.environ) -> str:
     return "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
 
 
-def main() -> int:
+def main(load_config) -> int:
+    """``load_config()``: ``(config, Dask Gateway URL or None)``; it may raise :class:`CannotStart`."""
     port = service_port()
     answered = asyncio.Event()
     server = httpserver.HTTPServer(web.Application([(r".*", Starting)], answered=answered))
@@ -72,7 +78,7 @@ def main() -> int:
         try:
             from . import service  # JupyterHub's OAuth client, SQLAlchemy, matplotlib ...
 
-            prepared = service.prepare()  # ... and the ledger's tables
+            prepared = service.prepare(load_config)  # ... and the ledger's tables
             if prepared is None:  # the message is printed; the hub sees the service exit
                 status["code"] = 2
                 loop.stop()
@@ -105,5 +111,3 @@ def main() -> int:
     return status["code"]
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,7 +30,7 @@ from tornado import ioloop, web
 from . import api, metrics, plot, render
 from .core import CostReporter
 from .enforce import Enforcer, user_status
-from .gatewayapi import gateway_for
+from .gatewayapi import GatewayClient
 from .hubapi import HubClient, HubUser
 from .periods import Period
 from .usage import StorageMeter, local_sizer, s3_sizer
@@ -453,21 +453,22 @@ class Prepared:
 
     cfg: object
     reporter: CostReporter
+    gateway_url: str | None = None  # Dask Gateway's API, where clusters over budget are stopped
 
 
-def prepare() -> Prepared | None:
-    """The slow half of starting: config, ledger tables. Safe off the event loop. None (with a
-    message on stderr) when the config cannot be used."""
-    from posehub.config import ConfigError, load
+def prepare(load_config) -> Prepared | None:
+    """The slow half of starting: config (``load_config()``: the config and the gateway's URL), ledger
+    tables. Safe off the event loop. None (with a message on stderr) when the config cannot be used."""
+    from .launch import CannotStart
 
     logging.basicConfig(level=logging.INFO, format="[%(levelname).1s %(asctime)s posehub.cost] %(message)s")
     try:
-        cfg = load(os.environ.get("POSEHUB_CONFIG") or None)
-    except ConfigError as e:
+        cfg, gateway_url = load_config()
+    except CannotStart as e:
         print(f"cost service cannot start: {e}", file=sys.stderr)
         return None
     cfg.state_dir.mkdir(parents=True, exist_ok=True)  # the SQLite ledger's folder
-    return Prepared(cfg, CostReporter(cfg))
+    return Prepared(cfg, CostReporter(cfg), gateway_url)
 
 
 def home_sizer(cfg):
@@ -505,7 +506,8 @@ class Started:
         sizer = home_sizer(cfg)
         if sizer is not None:
             meter = StorageMeter(reporter.ledger, sizer, cfg["costs"]["storage_price_per_gb_month"])
-        self.enforcer = Enforcer(reporter, self.hub, meter, gateway_for(cfg))
+        gateway = GatewayClient(prepared.gateway_url) if prepared.gateway_url else None
+        self.enforcer = Enforcer(reporter, self.hub, meter, gateway)
 
     async def round(self):
         directory: Directory = self.app.settings["directory"]
@@ -528,22 +530,3 @@ class Started:
         where = os.environ.get("JUPYTERHUB_SERVICE_URL") or f"http://127.0.0.1:{self.cfg['costs']['port']}"
         log.info("cost service at %s%s, ledger %s, checks every %ss", where.rstrip("/"), self.prefix, self.reporter.db.engine.url.render_as_string(hide_password=True),
                  self.cfg["costs"]["check_interval_seconds"])
-
-
-def main(argv=None) -> int:
-    """Run the service in this process (the hub runs :mod:`cost_reports.launch`, which answers at once)."""
-    prepared = prepare()
-    if prepared is None:
-        return 2
-    started = Started(prepared)
-    started.app.listen(prepared.cfg["costs"]["port"], "127.0.0.1")
-    started.start()
-    try:
-        ioloop.IOLoop.current().start()
-    except KeyboardInterrupt:  # the hub stops its services with SIGINT/SIGTERM
-        log.info("cost service stopped")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -243,7 +243,7 @@ def cost_service_processes(hub) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and b"cost_reports.launch" in (d / "cmdline").read_bytes() and \
+            if d.name.isdigit() and b"posehub.costservice" in (d / "cmdline").read_bytes() and \
                     str(hub.config_file).encode() in (d / "environ").read_bytes():
                 pids.append(int(d.name))
         except OSError:

@@ -147,7 +147,7 @@ def test_services_cost_and_dask_gateway(embedded):
     jh, dg = render(embedded)
     services = jh["hub"]["services"]
     assert services["cost"]["url"] == "http://hub:8010"
-    assert services["cost"]["command"] == ["python3", "-m", "cost_reports.launch"]
+    assert services["cost"]["command"] == ["python3", "-m", "posehub.costservice"]
     assert services["dask-gateway"] == {"url": "http://traefik-dask-gateway.posehub", "display": False}
     assert "api_token" not in services["dask-gateway"] and "apiToken" not in services["dask-gateway"]
     auth = dg["gateway"]["auth"]

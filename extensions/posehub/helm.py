@@ -251,7 +251,7 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
     cost = next(s for s in _plain(c.JupyterHub.services) if s["name"] == COST_SERVICE)
     services = {COST_SERVICE: {**{k: v for k, v in cost.items() if k != "name"},
                                "url": f"http://hub:{port}",
-                               "command": ["python3", "-m", "cost_reports.launch"],
+                               "command": ["python3", "-m", "posehub.costservice"],
                                "environment": {"POSEHUB_CONFIG": CONFIG_MOUNT}}}
     roles = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in _plain(c.JupyterHub.load_roles)
              if r["name"] != CULLER_ROLE}  # the chart runs its own culler (cull_values)

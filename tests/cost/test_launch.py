@@ -20,7 +20,7 @@ def launch(tmp_path, config_text: str):
     env = dict(os.environ, POSEHUB_CONFIG=str(cfg), JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}",
                JUPYTERHUB_API_TOKEN="t", JUPYTERHUB_API_URL="http://127.0.0.1:1/hub/api",
                JUPYTERHUB_CLIENT_ID="service-cost", JUPYTERHUB_SERVICE_PREFIX="/services/cost/")
-    proc = subprocess.Popen([sys.executable, "-m", "cost_reports.launch"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "posehub.costservice"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     return proc, f"http://127.0.0.1:{port}/services/cost/"
 
@@ -46,3 +46,19 @@ def test_the_launcher_answers_before_the_service_has_loaded_then_hands_over(tmp_
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_cost_reports_imports_nothing_of_posehub():
+    """Imports go one way: posehub uses cost_reports (the cost gate, the service's launcher), never back."""
+    import ast
+    from pathlib import Path
+
+    import cost_reports
+
+    found = []
+    for path in sorted(Path(cost_reports.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.name}: {n}" for n in names if n == "posehub" or n.startswith("posehub.")]
+    assert found == []

@@ -192,7 +192,7 @@ def apply_costs(c, cfg: PoseHubConfig):
     services = [{
         "name": COST_SERVICE,
         "url": f"http://127.0.0.1:{costs['port']}",
-        "command": [sys.executable, "-m", "cost_reports.launch"],  # answers at once, then loads
+        "command": [sys.executable, "-m", "posehub.costservice"],  # answers at once, then loads
         "environment": {"POSEHUB_CONFIG": str(cfg.path)},
         "oauth_no_confirm": True,
         "oauth_client_allowed_scopes": ["read:users!user", COST_ADMIN_SCOPE],
