@@ -27,6 +27,8 @@ def test_base_image_has_what_the_issue_names():
     names = {ln.split("==")[0].lower() for ln in (IMAGES / "base" / "requirements.txt").read_text().splitlines()
              if "==" in ln}
     assert {"jupyterlab", "jupyterhub", "ipywidgets", "s3fs", "dask-gateway"} <= names
+    # a memory/CPU indicator, Dask dashboards (bokeh) and JupyterLab's Dask panel
+    assert {"jupyter-resource-usage", "bokeh", "dask_labextension"} <= names
 
 
 def test_pose_image_builds_on_base_with_the_same_pins():
