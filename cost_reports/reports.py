@@ -14,7 +14,7 @@ time has passed, and once the period is over, the forecast is what was spent.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -73,6 +73,7 @@ class UserReport:
     by_profile: dict[str, Decimal]  # profile slug, or the kind for spans without one (storage, dask)
     by_day: dict[date, Decimal]
     forecast_method: str = FORECAST_METHOD
+    by_profile_day: dict[str, dict[date, Decimal]] = field(default_factory=dict)  # for the stacked plot
 
 
 def user_report(user: str, spans: Iterable[SpanRecord], period: Period, budget, now: datetime) -> UserReport:
@@ -86,6 +87,9 @@ def user_report(user: str, spans: Iterable[SpanRecord], period: Period, budget, 
         forecast=cents(forecast(spent, period, now)),
         by_profile={k: cents(v) for k, v in spend_by(mine, period, now, _label).items()},
         by_day={k: cents(v) for k, v in spend_by_day(mine, period, now).items()},
+        by_profile_day={label: {k: cents(v) for k, v in spend_by_day([s for s in mine if _label(s) == label],
+                                                                        period, now).items()}
+                        for label in sorted({_label(s) for s in mine})},
     )
 
 

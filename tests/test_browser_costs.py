@@ -40,6 +40,15 @@ def test_refusal_cost_page_and_admin_budget_edit(hub):
         page.wait_for_selector("#user-report")
         assert page.locator("h1").inner_text().startswith("Costs of alice in ")
         assert page.locator("#admin-link").count() == 0
+        # in the hub's look: its navigation bar (logo, Home, Token, Logout), no link to the hub's admin page
+        nav = page.locator("#posehub-navbar")
+        assert nav.locator("img.jpy-logo").count() == 1
+        assert [nav.locator(f"a.nav-link:has-text('{t}')").count() for t in ("Home", "Token", "My costs", "Admin")] \
+            == [1, 1, 1, 0]
+        assert nav.locator("#logout").is_visible() and "alice" in nav.locator("#login_widget").inner_text()
+        # nothing spent yet: said in a sentence, no column of $0.00
+        assert page.locator(".no-spend").inner_text() == f"Nothing spent in {page.locator('input[name=period]').input_value()} yet."
+        assert page.locator("table.by-day").count() == 0
         page.wait_for_function("(i => i.complete && i.naturalWidth > 0)(document.querySelector('#user-plot'))")
         page.screenshot(path=str(DOCS / "cost-user.png"), full_page=True)
         page.goto(f"{hub.url}/services/cost/admin")
@@ -50,6 +59,7 @@ def test_refusal_cost_page_and_admin_budget_edit(hub):
         page = b.new_page(viewport={"width": 1300, "height": 900})
         login(page, hub.url, "admin", hub.admin_password)
         page.goto(f"{hub.url}/services/cost/admin")
+        assert page.locator("#posehub-navbar a.nav-link:has-text('Admin')").count() == 1  # the hub admin's link
         row = page.locator("tr[data-user=alice]")
         row.locator("input[name=amount]").fill("-3")
         row.locator("button[value=set]").click()
