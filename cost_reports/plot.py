@@ -69,6 +69,6 @@ def admin_plot(report: AdminReport) -> bytes:
     ax.set_ylim(0, max([*(float(r.budget) for r in report.rows), *(float(r.spent) for r in report.rows), 0.01]) * 1.1)
     ax.set_title(f"Spend by user in {report.period.label}")
     ax.set_ylabel("US dollars")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # beside, never over a bar
     fig.tight_layout()
     return _png(fig)
