@@ -9,8 +9,9 @@ where ``ecs`` makes s3fs GET ``<endpoint>/identity/token`` + ``$AWS_CONTAINER_CR
 and the ``ibm_iam_endpoint`` after it moves the endpoint from 169.254.170.2 to the hub, on loopback
 (the order matters; s3fs 1.90 to 1.95 parse it this way). The relative URI is ``?token=<secret>``:
 a random secret per server, given only to the root-owned s3fs processes in their environment
-(never on a command line), kept in the spawner's state across hub restarts. The endpoint listens
-on 127.0.0.1 only and refuses anything that came through a proxy.
+(never on a command line). Only its SHA-256 is kept (in the spawner's state, for hub restarts), so
+neither the hub's database nor its API reveals it. The endpoint listens on 127.0.0.1 only and
+refuses anything that came through a proxy.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class Lease:
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     credentials: Credentials | None = None
     issued: datetime | None = None
+    digest: str = ""  # SHA-256 of the secret: all the hub keeps (a lease restored after a restart has no secret)
+
+    def __post_init__(self):
+        if not self.digest:
+            self.digest = _digest(self.secret)
 
     @property
     def relative_uri(self) -> str:
@@ -91,11 +97,11 @@ _servers: dict[int, httpserver.HTTPServer] = {}
 
 
 def register(lease: Lease) -> None:
-    _leases[_digest(lease.secret)] = lease
+    _leases[lease.digest] = lease
 
 
 def unregister(lease: Lease) -> None:
-    _leases.pop(_digest(lease.secret), None)
+    _leases.pop(lease.digest, None)
 
 
 def lookup(secret: str) -> Lease | None:

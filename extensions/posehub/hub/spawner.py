@@ -93,7 +93,7 @@ class PoseHubSpawner(LocalProcessSpawner):
     gpu_indices = List(help="GPU indices held by this server.")
     profile_slug = Unicode("", help="Slug of the running profile.")
     sandbox_state = Dict(help="The control group of the running server (posehub.hub.cgroups), kept across hub restarts.")
-    storage_state = Dict(help="The running server's STS credential lease (its secret, the groups it was planned for) "
+    storage_state = Dict(help="The running server's STS credential lease (its secret's digest, the groups it was planned for) "
                               "and its manifest without credentials, kept across hub restarts.")
     _account = None  # accounts.Account of this user (isolation.mode: accounts), set at start
     _loaded_running = False  # state was loaded from the hub database with a process id (hub restart)
@@ -365,7 +365,7 @@ class PoseHubSpawner(LocalProcessSpawner):
         lease = self._lease
         data = workspace.prepare(cfg, self.user.name, groups, home, self.log, owner=owner, lease=lease)
         if lease is not None and lease.credentials is not None:
-            self.storage_state = {"secret": lease.secret, "groups": list(groups),
+            self.storage_state = {"digest": lease.digest, "groups": list(groups),
                                   "manifest": workspace.with_credentials(data, None)}
         elif lease is not None:  # STS refused (the buckets say so in their notes): nothing to renew
             s3broker.unregister(lease)
@@ -504,9 +504,9 @@ class PoseHubSpawner(LocalProcessSpawner):
             self._account = accounts.lookup(self.user.name, prefix=self.posehub_config["isolation"]["account_prefix"],
                                             homes_dir=isolation.homes_dir(self.posehub_config))
         self.storage_state = dict(state.get("storage", {}))
-        if self.storage_state.get("secret") and self.pid and self._lease is None:
+        if self.storage_state.get("digest") and self.pid and self._lease is None:
             self._lease = s3broker.Lease(self.user.name, role_arn=self.posehub_config["buckets"]["sts"]["role_arn"],
-                                         secret=self.storage_state["secret"])
+                                         secret="", digest=self.storage_state["digest"])
             s3broker.register(self._lease)  # the mounts' endpoint answers again once poll() has renewed it
         self._loaded_running = bool(self.pid)
         self._activity_at_load = self.orm_spawner.last_activity if self.orm_spawner is not None else None
