@@ -126,16 +126,18 @@ def user_html(report: UserReport) -> str:
         f'<dt>Remaining</dt><dd>${d["remaining"]}</dd>'
         f'<dt>Forecast for the period</dt><dd title="{escape(report.forecast_method)}">${d["forecast"]}</dd></dl>'
     )
-    # only what cost something: a period with no spend says so instead of a column of $0.00
-    prof = "".join(f"<tr><td>{escape(k)}</td><td>${_money(v)}</td></tr>" for k, v in report.by_profile.items() if v)
+    # every profile used (even for less than a cent), only the days that cost something: a period with
+    # nothing used says so instead of a column of $0.00
+    prof = "".join(f"<tr><td>{escape(k)}</td><td>${_money(v)}</td></tr>" for k, v in report.by_profile.items())
     days = "".join(f"<tr><td>{k.isoformat()}</td><td>${_money(v)}</td></tr>" for k, v in report.by_day.items() if v)
-    if prof or days:
-        tables = (f'<table class="by-profile"><thead><tr><th>profile</th><th>spent</th></tr></thead>'
-                  f"<tbody>{prof}</tbody></table>\n"
-                  f'<table class="by-day"><thead><tr><th>day</th><th>spent</th></tr></thead>'
-                  f"<tbody>{days}</tbody></table>\n")
-    else:
+    if not prof:
         tables = f'<p class="no-spend">Nothing spent in {escape(report.period.label)} yet.</p>\n'
+    else:
+        tables = (f'<table class="by-profile"><thead><tr><th>profile</th><th>spent</th></tr></thead>'
+                  f"<tbody>{prof}</tbody></table>\n")
+        if days:
+            tables += (f'<table class="by-day"><thead><tr><th>day</th><th>spent</th></tr></thead>'
+                       f"<tbody>{days}</tbody></table>\n")
     return (
         f'<section class="cost-user" data-user="{escape(report.user)}" data-period="{escape(report.period.label)}">\n'
         f"<h2>{escape(report.user)}: {escape(report.period.label)}</h2>\n{summary}\n{tables}"

@@ -50,3 +50,11 @@ def test_spend_shows_only_the_days_and_profiles_that_cost_something_stacked_by_p
     assert second[nov3].get_y() == first[nov3].get_height() > 0
     assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= 50
     assert ax.get_title() == "alice: $13.30 of $50.00 in 2026-11"
+
+
+def test_a_profile_used_for_less_than_a_cent_is_still_listed():
+    spans = [span(1, "cpu-small", datetime(2026, 11, 3, 8, tzinfo=UTC), datetime(2026, 11, 3, 8, 0, 5, tzinfo=UTC),
+                  "0.10")]
+    html = user_html(user_report("alice", spans, NOV, 50, NOW))
+    assert "<tr><td>cpu-small</td><td>$0.00</td></tr>" in html and "Nothing spent" not in html
+    assert "by-day" not in html  # no day cost a cent
