@@ -19,6 +19,8 @@ from .notices import Notices
 from .periods import Period, parse_period, period_bounds
 from .reports import AdminReport, UserReport, admin_report_from_spend, user_report
 from .reservations import Reservations
+from .settings_store import SettingsStore
+from .profile_rules import effective
 
 
 def ledger_url(cfg) -> str:
@@ -36,6 +38,7 @@ class CostReporter:
         self.budgets = BudgetStore(self.db, self.policy)
         self.reservations = Reservations(self.budgets)
         self.notices = Notices(self.db)
+        self.settings = SettingsStore(self.db)
         self.block_hours = to_amount(cfg["budgets"]["minimum_block_hours"], "budgets.minimum_block_hours")
 
     @property
@@ -50,6 +53,10 @@ class CostReporter:
         if label is None or label == "":
             return period_bounds(self.policy.period, self.now())
         return parse_period(label, self.policy.period)
+
+    def profiles(self) -> list[dict]:
+        """The profiles of posehub.yaml with admins' run-time settings applied (cost_reports.profile_rules)."""
+        return effective(self.cfg["profiles"], self.settings.settings())
 
     def config_groups(self, user: str) -> list[str]:
         """Groups of ``user`` according to posehub.yaml (for the command line, without a hub)."""

@@ -1,7 +1,8 @@
 """The few calls the cost service makes to JupyterHub's REST API, with its own service token.
 
 The service's role (set in ``posehub.hub.hubapply.apply_costs``) grants
-``list:users``, ``read:users``, ``read:servers`` and ``servers`` (to stop them).
+``list:users``, ``read:users``, ``read:servers`` and ``servers`` (to stop them),
+``read:groups``, ``groups`` and ``admin:groups`` (the admin page's group members).
 """
 
 from __future__ import annotations
@@ -91,3 +92,23 @@ class HubClient:
     async def stop_server(self, user: str, server: str) -> None:
         path = f"/users/{quote(user)}/server" if not server else f"/users/{quote(user)}/servers/{quote(server)}"
         await self._call("DELETE", path)
+
+    async def groups(self) -> dict[str, tuple[str, ...]]:
+        """Every group of the hub and its members (sorted)."""
+        out, offset = {}, 0
+        while True:
+            page = await self._call("GET", f"/groups?offset={offset}&limit=200")
+            items = page["items"] if isinstance(page, dict) else page
+            out.update({g["name"]: tuple(sorted(g.get("users") or [])) for g in items})
+            if not isinstance(page, dict) or not page.get("_pagination", {}).get("next"):
+                return out
+            offset += len(items)
+
+    async def create_group(self, name: str) -> None:
+        await self._call("POST", f"/groups/{quote(name)}", {})
+
+    async def add_member(self, group: str, user: str) -> None:
+        await self._call("POST", f"/groups/{quote(group)}/users", {"users": [user]})
+
+    async def remove_member(self, group: str, user: str) -> None:
+        await self._call("DELETE", f"/groups/{quote(group)}/users", {"users": [user]})

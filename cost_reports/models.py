@@ -215,3 +215,33 @@ class BudgetAudit(Base):
     old: Mapped[Decimal | None] = mapped_column(Money)
     new: Mapped[Decimal | None] = mapped_column(Money)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class ProfileSetting(Base):
+    """An admin's run-time setting of one profile (``key``: ``access`` or ``idle_minutes``, ``value`` JSON);
+    wins over posehub.yaml for that profile until reset (cost_reports.profile_rules)."""
+
+    __tablename__ = "posehub_profile_settings"
+
+    slug: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(255))
+
+
+class AdminChange(Base):
+    """Every change made on the admin page or its API other than budgets (profile access, idle limits,
+    group members): who, when, what, old and new (as text), why."""
+
+    __tablename__ = "posehub_admin_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))  # profile | group
+    name: Mapped[str] = mapped_column(String(255))
+    old: Mapped[str] = mapped_column(Text, default="")
+    new: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -317,12 +317,27 @@ def spawner(name, groups=(), admin=False, profile=None):
     return SimpleNamespace(user=user, user_options={"profile": profile} if profile else {})
 
 
-def test_hub_pod_offers_only_allowed_profiles(embedded):
-    offered = render(embedded)[0]["singleuser"]["profileList"]
-    profile_list = kubehub.restrict_profiles(embedded, offered)
-    assert [p["slug"] for p in profile_list(spawner("alice"))] == ["cpu-small", "pose-cpu"]
-    assert [p["slug"] for p in profile_list(spawner("bob", ["staff"]))] == ["cpu-small", "pose-cpu", "cpu-large", "gpu"]
-    assert len(profile_list(spawner("admin", admin=True))) == 4
+def test_hub_pod_offers_only_allowed_profiles(tmp_path):
+    from cost_reports.profile_rules import Access
+
+    cfg = load(write_config(tmp_path))
+    (tmp_path / "state").mkdir(exist_ok=True)
+    offered = render(cfg)[0]["singleuser"]["profileList"]
+    profile_list = kubehub.restrict_profiles(cfg, offered)
+
+    def slugs(*args, **kw):
+        return [p["slug"] for p in asyncio.run(profile_list(spawner(*args, **kw)))]
+
+    assert slugs("alice") == ["cpu-small", "pose-cpu"]
+    assert slugs("bob", ["staff"]) == ["cpu-small", "pose-cpu", "cpu-large", "gpu"]
+    assert len(slugs("admin", admin=True)) == 4
+    # an admin's run-time setting (the admin page) applies at the next spawn, as on one machine
+    from posehub.hub.costs import gate_for
+
+    gate_for(cfg).reporter.settings.set_access("gpu", Access(("alice",), ()), expected=None, actor="admin",
+                                               action="allow", old="", new="", reason="test")
+    assert slugs("alice") == ["cpu-small", "pose-cpu", "gpu"]
+    assert slugs("bob", ["staff"]) == ["cpu-small", "pose-cpu", "cpu-large"]
 
 
 def test_hub_pod_budget_and_access_checks(tmp_path):

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from cost_reports import profile_rules
+
 from .config import PoseHubConfig
 
 IDLE_LIMIT_ENV = "POSEHUB_IDLE_LIMIT_SECONDS"  # what a server is told of its own limit (posehub.labidle)
 IDLE_WARN_ENV = "POSEHUB_IDLE_WARN_MINUTES"
+STATE_IDLE_LIMIT = "idle_seconds"  # in a server's saved state: its limit when it started (admins' setting included)
 ACTIVITY_ENV = "JUPYTERHUB_ACTIVITY_INTERVAL"  # JupyterHub's singleuser: seconds between activity reports
 MAX_ACTIVITY_INTERVAL = 300  # JupyterHub's own default for both activity reports
 MIN_ACTIVITY_INTERVAL = 5
@@ -22,12 +25,7 @@ MIN_ACTIVITY_INTERVAL = 5
 
 def idle_limit(cfg: PoseHubConfig, profile: dict | None) -> float:
     """Seconds without activity before a server of ``profile`` is stopped (an unknown profile: the default)."""
-    c = cfg["culling"]
-    if profile and profile.get("idle_minutes"):
-        return float(profile["idle_minutes"]) * 60
-    if profile and profile.get("gpus"):
-        return float(c["gpu_idle_minutes"]) * 60
-    return float(c["idle_minutes"]) * 60
+    return profile_rules.idle_minutes_of(cfg["culling"], profile) * 60
 
 
 def activity_interval(limit_seconds: float) -> int:
@@ -39,10 +37,11 @@ def shortest_limit(cfg: PoseHubConfig) -> float:
     return min(idle_limit(cfg, p) for p in cfg["profiles"])
 
 
-def should_cull(cfg: PoseHubConfig, profile_slug: str | None, inactive: timedelta) -> bool:
+def should_cull(cfg: PoseHubConfig, profile_slug: str | None, inactive: timedelta, limit: float | None = None) -> bool:
+    """Past its limit: ``limit`` (seconds, the one the server started with) or else its profile's in posehub.yaml."""
     if not cfg["culling"]["enabled"]:
         return False
-    return inactive.total_seconds() >= idle_limit(cfg, cfg.profile(profile_slug or ""))
+    return inactive.total_seconds() >= (limit or idle_limit(cfg, cfg.profile(profile_slug or "")))
 
 
 def warning(limit_seconds: float, inactive_seconds: float, warn_minutes: float) -> dict:
@@ -54,12 +53,13 @@ def warning(limit_seconds: float, inactive_seconds: float, warn_minutes: float) 
 
 
 def arbiter(cfg: PoseHubConfig):
-    """jupyterhub-idle-culler's ``cull_arbiter_hook``: the server's own profile decides (its ``state``, read
-    with the ``admin:server_state`` scope)."""
+    """jupyterhub-idle-culler's ``cull_arbiter_hook``: the limit the server started with decides (an admin's
+    change applies from the next spawn), else its profile's (its ``state``, read with the ``admin:server_state``
+    scope)."""
 
     def decide(inactive, inactive_limit, server, **_):
-        slug = ((server or {}).get("state") or {}).get("profile")
-        return should_cull(cfg, slug, inactive)
+        state = (server or {}).get("state") or {}
+        return should_cull(cfg, state.get("profile"), inactive, float(state.get(STATE_IDLE_LIMIT) or 0) or None)
 
     return decide
 

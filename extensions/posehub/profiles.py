@@ -23,11 +23,13 @@ def may_use(profile: dict, username: str, groups: Iterable[str], is_admin: bool 
 
 
 def allowed_profiles(
-    cfg: PoseHubConfig, username: str, groups: Iterable[str], is_admin: bool = False
+    cfg: PoseHubConfig, username: str, groups: Iterable[str], is_admin: bool = False,
+    effective: list[dict] | None = None,
 ) -> list[dict]:
-    """The profiles offered to a user, in config order."""
+    """The profiles offered to a user, in config order: of ``effective`` (the config's profiles with admins'
+    run-time settings applied, ``cost_reports.profile_rules``) when given, else of posehub.yaml."""
     groups = list(groups)
-    return [p for p in cfg["profiles"] if may_use(p, username, groups, is_admin)]
+    return [p for p in (cfg["profiles"] if effective is None else effective) if may_use(p, username, groups, is_admin)]
 
 
 def config_groups_of(cfg: PoseHubConfig, username: str) -> list[str]:

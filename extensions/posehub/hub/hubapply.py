@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from cost_reports.web import ADMIN_SCOPE
+
 from .. import culling
 from ..config import REPO_ROOT, PoseHubConfig
 from ..names import USERNAME_PATTERN
@@ -128,7 +130,7 @@ COST_SERVICE = "cost"
 DASK_SERVICE = "dask-gateway"
 CULLER_SERVICE = "idle-culler"
 CULLER_ROLE = "posehub-idle-culler"
-COST_ADMIN_SCOPE = "custom:posehub-costs:admin"
+COST_ADMIN_SCOPE = ADMIN_SCOPE  # the admin page's scope, named once by the service that checks it
 
 
 def budget_banner(cfg: PoseHubConfig):
@@ -202,7 +204,8 @@ def apply_costs(c, cfg: PoseHubConfig):
     access = [f"access:services!service={COST_SERVICE}"]
     roles = [
         {"name": "posehub-cost-service", "services": [COST_SERVICE],
-         "scopes": ["list:users", "read:users", "read:servers", "servers", "read:groups"]
+         # groups, admin:groups: the admin page adds and removes members, makes groups
+         "scopes": ["list:users", "read:users", "read:servers", "servers", "read:groups", "groups", "admin:groups"]
                    + ([f"access:services!service={DASK_SERVICE}"] if dask else [])},
         {"name": "posehub-cost-admins", "scopes": [COST_ADMIN_SCOPE],
          "users": list(cfg.admins) if cfg["auth"]["type"] == "local" else [], "groups": list(costs["admin_groups"])},
@@ -221,7 +224,8 @@ def apply_costs(c, cfg: PoseHubConfig):
         c.JupyterHub.last_activity_interval = culling.activity_interval(culling.shortest_limit(cfg))
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = {
-        COST_ADMIN_SCOPE: {"description": "See everyone's spend and change budgets in PoseHub's cost reporter."},
+        COST_ADMIN_SCOPE: {"description": "Use PoseHub's admin page and its API: everyone's spend, budgets, who may "
+                                          "use each profile, idle limits, group members."},
     }
     c.JupyterHub.load_roles = roles + [
         {"name": "user", "scopes": ["self", *access]},

@@ -21,14 +21,22 @@ from ..helm import DB_PASSWORD_ENV
 SERVICE_ENV_FROM_HUB = (DB_PASSWORD_ENV,)  # a managed service does not inherit the hub's environment
 
 
-def restrict_profiles(cfg: PoseHubConfig, offered: list[dict]):
-    """``KubeSpawner.profile_list`` as a callable: the rendered list narrowed to the profiles
-    the user may use (:func:`posehub.profiles.allowed_profiles`)."""
+async def effective_profiles(cfg: PoseHubConfig) -> list[dict]:
+    """The profiles with admins' run-time settings (read from the ledger at each spawn, as on one machine)."""
+    from .costs import gate_for
 
-    def profile_list_for(spawner) -> list[dict]:
+    return await asyncio.to_thread(lambda: gate_for(cfg).reporter.profiles())
+
+
+def restrict_profiles(cfg: PoseHubConfig, offered: list[dict]):
+    """``KubeSpawner.profile_list`` as a coroutine function: the rendered list narrowed to the profiles
+    the user may use now (:func:`posehub.profiles.allowed_profiles` with admins' settings)."""
+
+    async def profile_list_for(spawner) -> list[dict]:
         user = spawner.user
         groups = sorted(g.name for g in user.groups)
-        allowed = {p["slug"] for p in profiles.allowed_profiles(cfg, user.name, groups, bool(user.admin))}
+        effective = await effective_profiles(cfg)
+        allowed = {p["slug"] for p in profiles.allowed_profiles(cfg, user.name, groups, bool(user.admin), effective)}
         return [p for p in offered if p["slug"] in allowed]
 
     return profile_list_for
@@ -45,10 +53,10 @@ def budget_check(cfg: PoseHubConfig):
 
         user = spawner.user
         groups = sorted(g.name for g in user.groups)
-        offered = profiles.allowed_profiles(cfg, user.name, groups, bool(user.admin))
+        offered = profiles.allowed_profiles(cfg, user.name, groups, bool(user.admin), await effective_profiles(cfg))
         slug = (spawner.user_options or {}).get("profile") or (offered[0]["slug"] if offered else "")
-        profile = cfg.profile(slug)
-        if profile is None or profile not in offered:
+        profile = next((p for p in offered if p["slug"] == slug), None)
+        if profile is None:
             raise ProfileError(403, f"You may not use the profile '{slug}'. "
                                     f"Ask {cfg['hub']['admin_contact']} for access.")
         check = await asyncio.to_thread(gate_for(cfg).precheck, user.name, groups, profile)

@@ -24,7 +24,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Dict, List, Unicode, default
+from traitlets import Dict, Float, List, Unicode, default
 
 from cost_reports.reservations import BudgetExceeded
 
@@ -92,6 +92,8 @@ class PoseHubSpawner(LocalProcessSpawner):
     config_file = Unicode("", config=True, help="posehub.yaml to read (default: $POSEHUB_CONFIG or the embedded one).")
     gpu_indices = List(help="GPU indices held by this server.")
     profile_slug = Unicode("", help="Slug of the running profile.")
+    idle_limit_seconds = Float(0.0, help="Idle limit of the running server: its profile's when it started (the culler "
+                                         "reads it from the server's state).")
     sandbox_state = Dict(help="The control group of the running server (posehub.hub.cgroups), kept across hub restarts.")
     storage_state = Dict(help="The running server's STS credential lease (its secret's digest, the groups it was planned for) "
                               "and its manifest without credentials, kept across hub restarts.")
@@ -122,9 +124,17 @@ class PoseHubSpawner(LocalProcessSpawner):
             return str(e)
         return ""
 
-    def offered_profiles(self) -> list[dict]:
+    async def effective_profiles(self) -> list[dict]:
+        """The profiles with admins' run-time settings (who may use each, idle limits), read from the ledger at
+        every spawn so that a change on the admin page applies to the next spawn without a restart."""
+        try:
+            return await costs.off_loop().acall(lambda: self.cost_gate.reporter.profiles())
+        except costs.LedgerSlow as e:
+            raise ProfileError(503, str(e)) from None
+
+    def offered_profiles(self, effective: list[dict]) -> list[dict]:
         return profiles.allowed_profiles(
-            self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin)
+            self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin), effective
         )
 
     def unavailable_reason(self, profile: dict) -> str:
@@ -143,12 +153,13 @@ class PoseHubSpawner(LocalProcessSpawner):
                 return str(e)
         return ""
 
-    def validate_options(self, options: dict) -> dict:
-        """Check a requested profile; returns normalised options or raises :class:`ProfileError`."""
+    def validate_options(self, options: dict, effective: list[dict]) -> dict:
+        """Check a requested profile against ``effective`` (:meth:`effective_profiles`); returns normalised
+        options or raises :class:`ProfileError`."""
         refusal = self.account_refusal()
         if refusal:
             raise ProfileError(400, refusal)
-        offered = self.offered_profiles()
+        offered = self.offered_profiles(effective)
         slug = (options or {}).get("profile")
         if not slug:
             if not offered:
@@ -156,11 +167,12 @@ class PoseHubSpawner(LocalProcessSpawner):
                     403, f"No profile is open to you. Ask {self.posehub_config['hub']['admin_contact']} for access."
                 )
             slug = offered[0]["slug"]
-        profile = self.posehub_config.profile(slug)
+        profile = next((p for p in effective if p["slug"] == slug), None)
         if profile is None:
             raise ProfileError(400, f"Unknown profile '{slug}'.")
         if profile not in offered:
-            raise ProfileError(403, f"You may not use the profile '{profile['display_name']}'.")
+            raise ProfileError(403, f"You may not use the profile '{profile['display_name']}'. "
+                                    f"Ask {self.posehub_config['hub']['admin_contact']} for access.")
         reason = self.unavailable_reason(profile)
         if reason:
             if not environments.is_built(profile["image"]):
@@ -183,7 +195,7 @@ class PoseHubSpawner(LocalProcessSpawner):
         """The spawn form. What needs the hub's database is read here, on the event loop; what needs the ledger
         or the GPU pool's lock is done in a thread (``costs.OffLoop``), so a slow ledger holds up no one else:
         it gets a page saying so."""
-        groups, offered = self.user_groups(), self.offered_profiles()
+        groups, offered = self.user_groups(), self.offered_profiles(await self.effective_profiles())
 
         def gather():
             left = self.cost_gate.remaining(self.user.name, groups)
@@ -228,7 +240,8 @@ class PoseHubSpawner(LocalProcessSpawner):
         slug = (formdata.get("profile") or [""])[0]
         if not slug:
             raise ProfileError(400, "Pick a profile to start.")
-        options = self.validate_options({"profile": slug})
+        effective = await self.effective_profiles()
+        options = self.validate_options({"profile": slug}, effective)
         groups = self.user_groups()
         try:
             refusal = await costs.off_loop().acall(self.budget_refusal, self.posehub_config.profile(options["profile"]),
@@ -263,9 +276,8 @@ class PoseHubSpawner(LocalProcessSpawner):
                 self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin))
         env[MANIFEST_ENV] = str(workspace.manifest_file(Path(self.home_dir)))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
-        profile = self.posehub_config.profile(self.profile_slug) if self.profile_slug else None
-        if self.posehub_config["culling"]["enabled"] and profile:
-            limit = culling.idle_limit(self.posehub_config, profile)
+        if self.posehub_config["culling"]["enabled"] and self.profile_slug:
+            limit = self.idle_limit_seconds
             env[culling.ACTIVITY_ENV] = str(culling.activity_interval(limit))
             env[culling.IDLE_LIMIT_ENV] = str(int(limit))
             env[culling.IDLE_WARN_ENV] = str(self.posehub_config["culling"]["warn_minutes"])
@@ -275,11 +287,14 @@ class PoseHubSpawner(LocalProcessSpawner):
     def _default_apply_user_options(self):
         return lambda spawner, user_options: spawner.apply_profile(user_options)
 
-    def apply_profile(self, user_options: dict) -> None:
-        """Validate the requested profile and set the server's command and limits from it."""
-        options = self.validate_options(user_options or {})
-        profile = self.posehub_config.profile(options["profile"])
+    async def apply_profile(self, user_options: dict) -> None:
+        """Validate the requested profile (with admins' settings as they are now) and set the server's command,
+        limits and idle limit from it."""
+        effective = await self.effective_profiles()
+        options = self.validate_options(user_options or {}, effective)
+        profile = next(p for p in effective if p["slug"] == options["profile"])
         self.profile_slug = profile["slug"]
+        self.idle_limit_seconds = culling.idle_limit(self.posehub_config, profile)
         self.cmd = [str(environments.singleuser_command(profile["image"]))]
         self.cpu_guarantee = float(profile["cpu"])
         self.cpu_limit = float(profile["cpu"])
@@ -307,7 +322,7 @@ class PoseHubSpawner(LocalProcessSpawner):
 
     async def start(self):
         if not self.profile_slug:  # spawns that bypassed apply_user_options (e.g. restarts)
-            self.apply_profile(self.user_options or {})
+            await self.apply_profile(self.user_options or {})
         cfg = self.posehub_config
         profile = cfg.profile(self.profile_slug)
         self.gpu_indices = []
@@ -487,6 +502,7 @@ class PoseHubSpawner(LocalProcessSpawner):
         state = super().get_state()
         if self.profile_slug:
             state["profile"] = self.profile_slug
+            state[culling.STATE_IDLE_LIMIT] = self.idle_limit_seconds
         if self.gpu_indices:
             state["gpus"] = list(self.gpu_indices)
         if self.sandbox_state:
@@ -498,6 +514,7 @@ class PoseHubSpawner(LocalProcessSpawner):
     def load_state(self, state):
         super().load_state(state)
         self.profile_slug = state.get("profile", "")
+        self.idle_limit_seconds = float(state.get(culling.STATE_IDLE_LIMIT) or 0)
         self.gpu_indices = list(state.get("gpus", []))
         self.sandbox_state = dict(state.get("sandbox", {}))
         if self.posehub_config.isolated and self.sandbox_state:
