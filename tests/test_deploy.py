@@ -35,15 +35,23 @@ def render(cfg) -> tuple[dict, dict]:
             helm.dask_gateway_values(cfg, registry=REG, tag=TAG, namespace=NS))
 
 
+# On Kubernetes the buckets are S3's (local folders are refused: test_local_buckets_are_refused_for_kubernetes)
+S3_BUCKETS = {"backend": "s3", "region": "us-east-1", "sts": {"role_arn": "arn:aws:iam::123456789012:role/posehub-users"},
+              "shared": [{"name": "lab-openfield", "read_only": True}],
+              "home": {"name": "lab-homes"}}
+
+
 @pytest.fixture(scope="module")
-def embedded():
-    return load(DEFAULT_CONFIG)
+def embedded(tmp_path_factory):
+    """The embedded config as a lab would deploy it on Kubernetes (its buckets on S3)."""
+    return load(write_config(tmp_path_factory.mktemp("embedded")))
 
 
 def write_config(tmp_path, **changes) -> Path:
-    """The embedded config with ``changes`` (top-level keys replaced), state in tmp_path."""
+    """The embedded config with S3 buckets and ``changes`` (top-level keys replaced), state in tmp_path."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["hub"]["state_dir"] = str(tmp_path / "state")
+    raw["buckets"] = dict(S3_BUCKETS)
     raw.update(changes)
     path = tmp_path / "posehub.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -103,10 +111,13 @@ def test_embedded_images_and_gpu_placement(embedded):
     assert entries["cpu-small"]["kubespawner_override"]["image"] == "ghcr.io/posehub/posehub-base:0.1.0"
     assert entries["pose-cpu"]["kubespawner_override"]["image"] == "ghcr.io/posehub/posehub-pose:0.1.0"
     gpu = entries["gpu"]["kubespawner_override"]
-    assert gpu["node_selector"] == {"posehub.org/node-purpose": "gpu"}
+    # on the node type its price is for (aws_instance_type), in the GPU node group
+    assert gpu["node_selector"] == {"posehub.org/node-purpose": "gpu", "node.kubernetes.io/instance-type": "g5.2xlarge"}
     assert gpu["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     for slug in ("cpu-small", "pose-cpu", "cpu-large"):
-        assert not {"node_selector", "tolerations"} & set(entries[slug]["kubespawner_override"])
+        o = entries[slug]["kubespawner_override"]
+        assert o["node_selector"] == {"node.kubernetes.io/instance-type": embedded.profile(slug)["aws_instance_type"]}
+        assert "tolerations" not in o
 
 
 def test_gpu_dask_workers_go_to_gpu_nodes_with_their_gpus(oidc_gpu):
@@ -212,6 +223,22 @@ def test_postgres_hub_needs_a_postgres_ledger(tmp_path):
     cfg = load(write_config(tmp_path, hub={**raw["hub"], "db_url": "postgresql+psycopg://hub@db/hub"}))
     with pytest.raises(helm.RenderError, match=r"^costs\.db_url: "):
         helm.z2jh_values(cfg, registry=REG, tag=TAG)
+
+
+def test_local_buckets_are_refused_for_kubernetes(tmp_path):
+    cfg = load(DEFAULT_CONFIG)  # make up's: buckets are folders on the machine
+    with pytest.raises(helm.RenderError) as err:
+        helm.z2jh_values(cfg, registry=REG, tag=TAG)
+    assert str(err.value) == (
+        "buckets.backend: 'local' keeps the buckets (openfield-demo, posehub-home) as folders on one machine, which "
+        "no pod can reach; on Kubernetes use 'backend: s3' with S3 buckets (deploy/README.md), or remove "
+        "buckets.shared and buckets.home")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "posehub.helm_cli", "render", "--config", str(DEFAULT_CONFIG),
+                        "--out", str(out), "--registry", REG, "--tag", TAG], capture_output=True, text=True)
+    assert r.returncode == 2 and "buckets.backend: 'local' keeps the buckets" in r.stderr and not out.exists()
+    no_buckets = load(write_config(tmp_path, buckets={"backend": "local", "shared": []}))
+    assert helm.z2jh_values(no_buckets, registry=REG, tag=TAG)["hub"]
 
 
 def test_dask_disabled_renders_no_gateway(tmp_path):
@@ -378,7 +405,7 @@ def test_apply_hub_pod(tmp_path):
     c.JupyterHub.services = [dict(values["hub"]["services"]["cost"], name="cost")]
     kubehub.apply_hub_pod(c, cfg, environ={"PGPASSWORD": "pw", "OTHER": "x"})
     assert (tmp_path / "state").is_dir()
-    assert [p["slug"] for p in c.KubeSpawner.profile_list(spawner("alice"))] == ["cpu-small", "pose-cpu"]
+    assert [p["slug"] for p in asyncio.run(c.KubeSpawner.profile_list(spawner("alice")))] == ["cpu-small", "pose-cpu"]
     assert callable(c.KubeSpawner.pre_spawn_hook)
     env = c.KubeSpawner.environment
     assert env["A"] == "1" and env["POSEHUB_PROFILE"](spawner("bob", profile="gpu")) == "gpu"
@@ -390,12 +417,16 @@ def test_apply_hub_pod(tmp_path):
 
 def test_cli_renders_both_files(tmp_path, embedded, capsys):
     out = tmp_path / "rendered"
-    assert helm_cli.main(["render", "--config", str(DEFAULT_CONFIG), "--out", str(out),
+    assert helm_cli.main(["render", "--config", str(embedded.path), "--out", str(out),
                           "--registry", REG, "--tag", TAG, "--namespace", NS]) == 0
     jh, dg = render(embedded)
     assert yaml.safe_load((out / "jupyterhub-values.yaml").read_text()) == jh
     assert yaml.safe_load((out / "dask-gateway-values.yaml").read_text()) == dg
     assert (out / "jupyterhub-values.yaml").read_text().startswith("# Rendered by")
+    printed = capsys.readouterr().out
+    assert (f"helm upgrade --install posehub jupyterhub/jupyterhub -n {NS} -f {out / 'jupyterhub-values.yaml'} "
+            f"--version {helm.CHART_VERSIONS['jupyterhub']}") in printed
+    assert f"dask/dask-gateway -n {NS} -f {out / 'dask-gateway-values.yaml'} --version 2026.3.0" in printed
     if SCHEMAS.is_dir():
         assert helm_cli.main(["validate", "--schemas", str(SCHEMAS), "--dir", str(out)]) == 0
         assert "valid against the dask-gateway chart's schema" in capsys.readouterr().out
@@ -418,7 +449,8 @@ def test_cli_bad_input_exits_2_with_a_clear_message(tmp_path, capsys):
 @needs_schemas
 def test_cli_validate_reports_a_violation(tmp_path, capsys):
     out = tmp_path / "rendered"
-    helm_cli.main(["render", "--out", str(out), "--registry", REG, "--tag", TAG])
+    assert helm_cli.main(["render", "--config", str(write_config(tmp_path)), "--out", str(out), "--registry", REG,
+                          "--tag", TAG]) == 0
     values = yaml.safe_load((out / "jupyterhub-values.yaml").read_text())
     values["singleuser"]["profileList"] = "all of them"
     (out / "jupyterhub-values.yaml").write_text(yaml.safe_dump(values))

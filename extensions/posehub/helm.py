@@ -47,6 +47,15 @@ DB_PASSWORD_ENV = "PGPASSWORD"  # read by libpq/psycopg when the URL has no pass
 SCHEDULER = {"cores": 1, "memory": "1G"}
 
 CHARTS = {"jupyterhub": "z2jh", "dask-gateway": "dask-gateway"}  # chart -> file prefix in the schemas folder
+# The chart versions PoseHub renders for, pinned here only: the install commands (`posehub helm render` prints
+# them), the hub image (deploy/hub/Dockerfile's k8s-hub tag) and deploy/README.md are checked against them.
+CHART_VERSIONS = {"jupyterhub": "4.2.0", "dask-gateway": "2026.3.0"}
+KUBERNETES_VERSION = "1.31"  # deploy/terraform's default; manifests are validated against it
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"  # well-known label: a profile runs on its priced type
+PROFILE_LABEL = "posehub.org/profile"  # on every user pod: what its cost is attributed to (with the chart's username)
+# singleuser.extraLabels: the chart's default (the hub's network policy admits pods with it), which a profile's
+# extra_labels override replaces, so each profile repeats it
+SINGLEUSER_LABELS = {"hub.jupyter.org/network-access-hub": "true"}
 
 
 class RenderError(ValueError):
@@ -85,10 +94,15 @@ def kubespawner_profile(cfg: PoseHubConfig, profile: dict, *, registry: str, tag
         "cpu_limit": float(profile["cpu"]),
         "mem_guarantee": profile["memory"],
         "mem_limit": profile["memory"],
+        "extra_labels": {**SINGLEUSER_LABELS, PROFILE_LABEL: profile["slug"]},
     }
+    selector = {INSTANCE_TYPE_LABEL: profile["aws_instance_type"]} if profile.get("aws_instance_type") else {}
     if _gpus(profile):
+        selector.update(GPU_NODE_SELECTOR)
         override.update(extra_resource_limits={GPU_RESOURCE: str(_gpus(profile))},
-                        node_selector=dict(GPU_NODE_SELECTOR), tolerations=copy.deepcopy(GPU_TOLERATIONS))
+                        tolerations=copy.deepcopy(GPU_TOLERATIONS))
+    if selector:  # billed at the price of aws_instance_type: scheduled on that type only
+        override["node_selector"] = selector
     description = profile["description"]
     return {
         "display_name": profile["display_name"],
@@ -125,6 +139,12 @@ def _without_password(url: str, key: str) -> tuple[str, bool]:
 def hub_pod_config(cfg: PoseHubConfig) -> dict:
     """posehub.yaml as the hub pod reads it (mounted at :data:`CONFIG_MOUNT`): state on the hub's
     volume, no passwords in database URLs, the OIDC client secret from the environment."""
+    b = cfg["buckets"]
+    if b["backend"] == "local" and (b["shared"] or b.get("home")):
+        names = ", ".join([x["name"] for x in b["shared"]] + ([b["home"]["name"]] if b.get("home") else []))
+        raise RenderError(f"buckets.backend: 'local' keeps the buckets ({names}) as folders on one machine, which "
+                          "no pod can reach; on Kubernetes use 'backend: s3' with S3 buckets (deploy/README.md), or "
+                          "remove buckets.shared and buckets.home")
     data = copy.deepcopy(cfg.data)
     data["hub"]["state_dir"] = STATE_DIR
     data["hub"]["db_url"], _ = _without_password(data["hub"]["db_url"], "hub.db_url")

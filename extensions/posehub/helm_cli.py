@@ -66,7 +66,17 @@ def cmd_render(args) -> int:
     for path in stale:
         path.unlink()
         print(f"removed {path} (dask.enabled is false)")
+    print("\ninstall (the chart versions PoseHub is tested with):")
+    for chart in rendered:
+        print(f"  {install_command(chart, out / FILES[chart], args.namespace)}")
     return 0
+
+
+def install_command(chart: str, values_file, namespace: str) -> str:
+    repo = {"jupyterhub": "jupyterhub/jupyterhub", "dask-gateway": "dask/dask-gateway"}[chart]
+    release = helm.HUB_RELEASE if chart == "jupyterhub" else helm.DASK_RELEASE
+    return (f"helm upgrade --install {release} {repo} -n {namespace} -f {values_file} "
+            f"--version {helm.CHART_VERSIONS[chart]}")
 
 
 def cmd_validate(args) -> int:

@@ -1,0 +1,183 @@
+"""Kubernetes with the real charts, offline (no cluster can be had here).
+
+PoseHub's values are rendered by ``helm template`` (helm v3 from PyPI, installed by ``make test``) from the
+charts' sources in ``../shared/charts`` at the versions pinned in ``posehub.helm.CHART_VERSIONS`` (helm checks
+the values against each chart's ``values.schema.json``); every manifest is validated with
+``kubernetes-validate`` against Kubernetes ``posehub.helm.KUBERNETES_VERSION`` (custom resources against
+their CRDs from the dask-gateway chart). Then Zero to JupyterHub's own ``jupyterhub_config.py`` runs with the
+rendered hub ConfigMap and Secret and PoseHub's hub hooks (``tests/k8shub.py``), and KubeSpawner builds real pod
+manifests (``get_pod_manifest()``) for each profile and for users of different groups."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from posehub import helm, helm_cli
+from posehub.config import load
+from test_deploy import NS, REG, TAG, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+CHARTS = REPO.parent / "shared" / "charts"
+HELM = REPO / ".tools" / "bin" / "helm"
+CHART_DIRS = {chart: CHARTS / f"{chart}-{version}" for chart, version in helm.CHART_VERSIONS.items()}
+
+
+def helm_bin() -> str:
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing: `make test` (scripts/setup.sh --test) installs it")
+    return str(HELM)
+
+
+def chart_copy(chart: str, into: Path) -> Path:
+    """The chart's sources with its pinned version set, as chartpress does before a release."""
+    src = CHART_DIRS[chart]
+    if not src.is_dir():
+        pytest.fail(f"{src} is missing: the chart sources come with ../shared (see ../shared/charts/README.md)")
+    dst = into / chart
+    shutil.copytree(src, dst)
+    meta = yaml.safe_load((dst / "Chart.yaml").read_text())
+    meta["version"] = helm.CHART_VERSIONS[chart]
+    (dst / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    return dst
+
+
+def helm_template(chart_dir: Path, release: str, values: dict, workdir: Path) -> subprocess.CompletedProcess:
+    vf = workdir / f"{release}-values.yaml"
+    vf.write_text(helm_cli.dump(values))
+    return subprocess.run([helm_bin(), "template", release, str(chart_dir), "--namespace", NS, "--values", str(vf),
+                           "--kube-version", helm.KUBERNETES_VERSION], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """(config, {chart: [manifests]}, chart folders, workdir) for the embedded config with S3 buckets."""
+    work = tmp_path_factory.mktemp("charts")
+    cfg = load(write_config(work))
+    values = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS)
+    dirs = {chart: chart_copy(chart, work) for chart in values}
+    out = {}
+    for chart, release in (("jupyterhub", helm.HUB_RELEASE), ("dask-gateway", helm.DASK_RELEASE)):
+        r = helm_template(dirs[chart], release, values[chart], work)
+        assert r.returncode == 0, r.stderr
+        out[chart] = [d for d in yaml.safe_load_all(r.stdout) if d]
+    return cfg, out, dirs, work
+
+
+def crd_schemas(chart_dir: Path) -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema of the custom resources the chart ships CRDs for."""
+    schemas = {}
+    for f in (chart_dir / "crds").glob("*.yaml"):
+        for crd in yaml.safe_load_all(f.read_text()):
+            if not crd or crd.get("kind") != "CustomResourceDefinition":
+                continue
+            for v in crd["spec"]["versions"]:
+                schemas[(f"{crd['spec']['group']}/{v['name']}", crd["spec"]["names"]["kind"])] = v["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def test_both_charts_render_and_every_manifest_is_valid_kubernetes(rendered):
+    _, out, dirs, _ = rendered
+    crds = crd_schemas(dirs["dask-gateway"])
+    kinds = {}
+    for chart, manifests in out.items():
+        for m in manifests:
+            kinds.setdefault(chart, set()).add(m["kind"])
+            key = (m["apiVersion"], m["kind"])
+            if key in crds:
+                jsonschema.validate(m, crds[key])
+            else:  # strict: unknown fields are errors too
+                kubernetes_validate.validate(m, helm.KUBERNETES_VERSION, strict=True)
+    assert {"Deployment", "Service", "NetworkPolicy", "Secret", "ConfigMap"} <= kinds["jupyterhub"]
+    assert {"Deployment", "Service", "IngressRoute", "Middleware"} <= kinds["dask-gateway"]
+    for chart, manifests in out.items():  # the pinned version is the one rendered
+        labels = [m["metadata"].get("labels", {}).get("helm.sh/chart") for m in manifests]
+        assert f"{chart}-{helm.CHART_VERSIONS[chart]}" in labels
+
+
+def test_the_checks_can_fail(rendered):
+    """A value the chart's schema refuses stops helm; a manifest with a wrong field fails validation."""
+    cfg, out, dirs, work = rendered
+    values = helm.z2jh_values(cfg, registry=REG, tag=TAG, namespace=NS)
+    values["singleuser"]["profileList"] = "all of them"
+    r = helm_template(dirs["jupyterhub"], "broken", values, work)
+    assert r.returncode != 0 and "profileList" in r.stderr
+    hub = next(m for m in out["jupyterhub"] if m["kind"] == "Deployment" and m["metadata"]["name"] == "hub")
+    bad = json.loads(json.dumps(hub))
+    bad["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limit": {"cpu": "1"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, helm.KUBERNETES_VERSION, strict=True)
+
+
+def hub_pod_cases(rendered, cases: list[dict]) -> list[dict]:
+    _, out, _, work = rendered
+    case_dir = work / f"hub-{len(list(work.glob('hub-*')))}"
+    case_dir.mkdir()
+    (case_dir / "manifests.yaml").write_text(yaml.safe_dump_all(out["jupyterhub"]))
+    (case_dir / "cases.json").write_text(json.dumps(cases))
+    r = subprocess.run([sys.executable, str(REPO / "tests" / "k8shub.py"), str(case_dir / "manifests.yaml"),
+                        str(case_dir), str(case_dir / "cases.json"), str(case_dir / "out.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((case_dir / "out.json").read_text())
+
+
+def test_user_pods_of_each_profile_from_the_chart_config_and_kubespawner(rendered):
+    cfg = rendered[0]
+    cases = [{"user": "admin", "admin": True, "profile": p["slug"]} for p in cfg["profiles"]]
+    cases += [{"user": "alice", "profile": "gpu"}, {"user": "bob", "groups": ["staff"], "profile": "gpu"},
+              {"user": "alice"}]
+    results = hub_pod_cases(rendered, cases)
+    for p, res in zip(cfg["profiles"], results):
+        assert res["refused"] is None, res
+        pod = res["pod"]
+        spec, container = pod["spec"], pod["spec"]["containers"][0]
+        image = cfg["images"][p["image"]]["registry_image"] or f"{REG}/posehub-{p['image']}:{TAG}"
+        assert container["image"] == image
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        assert float(limits["cpu"]) == float(requests["cpu"]) == float(p["cpu"])
+        assert limits["memory"] == requests["memory"] == helm_memory(p["memory"])
+        assert limits.get("nvidia.com/gpu") == (str(p["gpus"]) if p["gpus"] else None)
+        # on the node type the profile is priced at, GPU pods in the GPU node group with its taint tolerated
+        assert spec["nodeSelector"][helm.INSTANCE_TYPE_LABEL] == p["aws_instance_type"]
+        tolerations = [t for t in spec.get("tolerations", []) if t.get("key") == "nvidia.com/gpu"]
+        assert bool(tolerations) == bool(p["gpus"])
+        assert (spec["nodeSelector"].get("posehub.org/node-purpose") == "gpu") == bool(p["gpus"])
+        # what a pod's cost is attributed to; still admitted by the hub's network policy
+        labels = pod["metadata"]["labels"]
+        assert labels[helm.PROFILE_LABEL] == p["slug"] and labels["hub.jupyter.org/username"] == "admin"
+        assert labels["hub.jupyter.org/network-access-hub"] == "true"
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["POSEHUB_PROFILE"] == p["slug"] and env["POSEHUB_COST_URL"].startswith(f"http://hub.{NS}:")
+        kubernetes_validate.validate(pod, helm.KUBERNETES_VERSION, strict=True)
+    alice_gpu, bob_gpu, alice_default = results[len(cfg["profiles"]):]
+    assert alice_gpu["offered"] == ["cpu-small", "pose-cpu"] and alice_gpu["pod"] is None
+    assert alice_gpu["refused"] == "You may not use the profile 'gpu'. Ask the lab's PoseHub admin for access."
+    assert bob_gpu["offered"] == ["cpu-small", "pose-cpu", "cpu-large", "gpu"] and bob_gpu["refused"] is None
+    assert bob_gpu["pod"]["metadata"]["labels"]["hub.jupyter.org/username"] == "bob"
+    assert alice_default["pod"]["metadata"]["labels"][helm.PROFILE_LABEL] == "cpu-small"
+
+
+def helm_memory(memory: str) -> int:
+    return int(float(memory[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[memory[-1]])
+
+
+def test_chart_versions_are_pinned_in_one_place():
+    """The render, the hub image and the docs use posehub.helm.CHART_VERSIONS."""
+    dockerfile = (REPO / "deploy" / "hub" / "Dockerfile").read_text()
+    assert f"ARG HUB_IMAGE=quay.io/jupyterhub/k8s-hub:{helm.CHART_VERSIONS['jupyterhub']}" in dockerfile
+    docs = (REPO / "deploy" / "README.md").read_text()
+    installs = re.findall(r"helm upgrade --install \S+ (\S+) .*--version (\S+)", docs)
+    assert sorted(installs) == sorted([("dask/dask-gateway", helm.CHART_VERSIONS["dask-gateway"]),
+                                       ("jupyterhub/jupyterhub", helm.CHART_VERSIONS["jupyterhub"])])
+    for chart, version in helm.CHART_VERSIONS.items():
+        assert (CHARTS / f"{chart}-{version}").is_dir() or not CHARTS.is_dir()
