@@ -59,7 +59,8 @@ def test_refusal_cost_page_and_admin_budget_edit(hub):
         page = b.new_page(viewport={"width": 1300, "height": 900})
         login(page, hub.url, "admin", hub.admin_password)
         page.goto(f"{hub.url}/services/cost/admin")
-        assert page.locator("#posehub-navbar a.nav-link:has-text('Admin')").count() == 1  # the hub admin's link
+        assert page.locator("#posehub-navbar a.nav-link[href$='/hub/admin']").count() == 1  # the hub admin's link
+        assert page.locator("#admin-link").inner_text() == "Lab admin"
         row = page.locator("tr[data-user=alice]")
         row.locator("input[name=amount]").fill("-3")
         row.locator("button[value=set]").click()

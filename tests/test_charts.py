@@ -181,3 +181,49 @@ def test_chart_versions_are_pinned_in_one_place():
                                        ("jupyterhub/jupyterhub", helm.CHART_VERSIONS["jupyterhub"])])
     for chart, version in helm.CHART_VERSIONS.items():
         assert (CHARTS / f"{chart}-{version}").is_dir() or not CHARTS.is_dir()
+
+
+def gateway_cases(rendered, cases: list[dict]) -> list[dict]:
+    _, out, _, work = rendered
+    case_dir = work / f"gateway-{len(list(work.glob('gateway-*')))}"
+    case_dir.mkdir()
+    (case_dir / "manifests.yaml").write_text(yaml.safe_dump_all(out["dask-gateway"]))
+    (case_dir / "cases.json").write_text(json.dumps(cases))
+    r = subprocess.run([sys.executable, str(REPO / "tests" / "k8sgateway.py"), str(case_dir / "manifests.yaml"),
+                        str(case_dir / "cases.json"), str(case_dir / "out.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads((case_dir / "out.json").read_text())
+
+
+def test_dask_pods_from_the_gateway_chart_config_and_its_kubernetes_controller(rendered):
+    cfg = rendered[0]
+    bob_gpu, alice_pose, alice_gpu, alice_default = gateway_cases(rendered, [
+        {"user": "bob", "groups": ["staff"], "options": {"profile": "gpu"}},
+        {"user": "alice", "options": {"profile": "pose-cpu"}},
+        {"user": "alice", "options": {"profile": "gpu"}},
+        {"user": "alice"},
+    ])
+    assert alice_gpu == {"refused": "Worker profile 'gpu' is not open to you. Ask the lab's PoseHub admin for access.",
+                         "scheduler": None, "worker": None}
+    for res, slug, user in ((bob_gpu, "gpu", "bob"), (alice_pose, "pose-cpu", "alice"),
+                            (alice_default, "cpu-small", "alice")):
+        p = cfg.profile(slug)
+        worker, scheduler = res["worker"], res["scheduler"]
+        for pod in (worker, scheduler):
+            assert pod["metadata"]["labels"][helm.PROFILE_LABEL] == slug
+            assert pod["metadata"]["annotations"][helm.USER_ANNOTATION] == user
+            kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", **pod}, helm.KUBERNETES_VERSION,
+                                         strict=True)
+        container = worker["spec"]["containers"][0]
+        image = cfg["images"][p["image"]]["registry_image"] or f"{REG}/posehub-{p['image']}:{TAG}"
+        assert container["image"] == image
+        limits = container["resources"]["limits"]
+        assert float(limits["cpu"]) == float(p["cpu"]) and int(limits["memory"]) == helm_memory(p["memory"])
+        assert limits.get("nvidia.com/gpu") == (str(p["gpus"]) if p["gpus"] else None)
+        assert worker["spec"]["nodeSelector"][helm.INSTANCE_TYPE_LABEL] == p["aws_instance_type"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["POSEHUB_PROFILE"] == slug
+        # the scheduler is small and on any node: only workers take the profile's node type and GPUs
+        assert "nvidia.com/gpu" not in scheduler["spec"]["containers"][0]["resources"].get("limits", {})
+        assert helm.INSTANCE_TYPE_LABEL not in (scheduler["spec"].get("nodeSelector") or {})

@@ -124,12 +124,16 @@ def test_gpu_dask_workers_go_to_gpu_nodes_with_their_gpus(oidc_gpu):
     for slug, gpus in (("gpu", 1), ("gpu2", 2)):
         conf = helm.dask_cluster_config(oidc_gpu, oidc_gpu.profile(slug), registry=REG, tag=TAG)
         assert conf["worker_extra_container_config"] == {"resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
-        assert conf["worker_extra_pod_config"] == {"nodeSelector": {"posehub.org/node-purpose": "gpu"},
-                                                   "tolerations": helm.GPU_TOLERATIONS}
+        selector = {"posehub.org/node-purpose": "gpu"}
+        if oidc_gpu.profile(slug).get("aws_instance_type"):  # gpu2 has none: any node of the GPU group
+            selector["node.kubernetes.io/instance-type"] = oidc_gpu.profile(slug)["aws_instance_type"]
+        assert conf["worker_extra_pod_config"] == {"nodeSelector": selector, "tolerations": helm.GPU_TOLERATIONS}
+        assert conf["worker_extra_pod_labels"] == conf["scheduler_extra_pod_labels"] == {"posehub.org/profile": slug}
         assert conf["cluster_max_workers"] == 2 // gpus  # dask.max_gpus_per_user: 2
         assert conf["image"] == "registry.example.edu/lab/pose:2025.1"
     cpu = helm.dask_cluster_config(oidc_gpu, oidc_gpu.profile("pose-cpu"), registry=REG, tag=TAG)
-    assert "worker_extra_pod_config" not in cpu and cpu["cluster_max_workers"] == 4
+    assert cpu["worker_extra_pod_config"] == {"nodeSelector": {"node.kubernetes.io/instance-type": "m5.xlarge"}}
+    assert cpu["cluster_max_workers"] == 4
     assert (cpu["worker_cores"], cpu["worker_memory"]) == (4, 16 << 30)
     assert not {"PATH", "VIRTUAL_ENV", "POSEHUB_CONFIG"} & set(cpu["environment"])  # one-machine only
 
@@ -276,7 +280,9 @@ def test_gateway_options_follow_profiles_and_access_rules(embedded):
         return options.get_configuration(options.parse_options({"profile": profile}), user)
 
     conf = config("gpu", User("bob", groups=["staff"]))
-    assert conf == helm.dask_cluster_config(embedded, embedded.profile("gpu"), registry=REG, tag=TAG)
+    whose = {"posehub.org/user": "bob"}  # each cluster's pods say whose they are
+    assert conf == {**helm.dask_cluster_config(embedded, embedded.profile("gpu"), registry=REG, tag=TAG),
+                    "worker_extra_pod_annotations": whose, "scheduler_extra_pod_annotations": whose}
     assert config("gpu", User("root", admin=True))["worker_extra_container_config"]
     with pytest.raises(ValueError, match="Worker profile 'gpu' is not open to you. Ask the lab's PoseHub admin"):
         config("gpu", User("alice", groups=["students"]))

@@ -53,6 +53,7 @@ CHART_VERSIONS = {"jupyterhub": "4.2.0", "dask-gateway": "2026.3.0"}
 KUBERNETES_VERSION = "1.31"  # deploy/terraform's default; manifests are validated against it
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"  # well-known label: a profile runs on its priced type
 PROFILE_LABEL = "posehub.org/profile"  # on every user pod: what its cost is attributed to (with the chart's username)
+USER_ANNOTATION = "posehub.org/user"  # on Dask pods: whose they are (a hub name need not be a valid label value)
 # singleuser.extraLabels: the chart's default (the hub's network policy admits pods with it), which a profile's
 # extra_labels override replaces, so each profile repeats it
 SINGLEUSER_LABELS = {"hub.jupyter.org/network-access-hub": "true"}
@@ -370,10 +371,15 @@ def dask_cluster_config(cfg: PoseHubConfig, profile: dict, *, registry: str, tag
         scheduler_cmd=["dask", "scheduler"], worker_cmd=["dask", "worker"],
         worker_cores_limit=conf["worker_cores"], worker_memory_limit=conf["worker_memory"],
     )
+    labels = {PROFILE_LABEL: profile["slug"]}  # the user is an annotation (USER_ANNOTATION), set per cluster
+    conf.update(worker_extra_pod_labels=labels, scheduler_extra_pod_labels=dict(labels))
+    selector = {INSTANCE_TYPE_LABEL: profile["aws_instance_type"]} if profile.get("aws_instance_type") else {}
     if _gpus(profile):
         conf["worker_extra_container_config"] = {"resources": {"limits": {GPU_RESOURCE: str(_gpus(profile))}}}
-        conf["worker_extra_pod_config"] = {"nodeSelector": dict(GPU_NODE_SELECTOR),
-                                           "tolerations": copy.deepcopy(GPU_TOLERATIONS)}
+        selector.update(GPU_NODE_SELECTOR)
+        conf["worker_extra_pod_config"] = {"tolerations": copy.deepcopy(GPU_TOLERATIONS)}
+    if selector:  # workers on the node type the profile is priced at
+        conf.setdefault("worker_extra_pod_config", {})["nodeSelector"] = selector
     return conf
 
 
@@ -410,7 +416,10 @@ def _posehub_cluster(options, user):
     if not _posehub_may_use(profile["access"], user):
         raise ValueError("Worker profile '%s' is not open to you. Ask %s for access."
                          % (options.profile, _POSEHUB["contact"]))
-    return _copy.deepcopy(profile["config"])
+    config = _copy.deepcopy(profile["config"])
+    for pod in ("worker", "scheduler"):
+        config[pod + "_extra_pod_annotations"] = {{_POSEHUB["user_annotation"]: user.name}}
+    return config
 
 
 c.Backend.cluster_options = _Options(
@@ -427,6 +436,7 @@ def gateway_options_snippet(cfg: PoseHubConfig, *, registry: str, tag: str) -> s
     data = {
         "default": default_worker_profile(cfg)["slug"],
         "contact": cfg["hub"]["admin_contact"],
+        "user_annotation": USER_ANNOTATION,
         "profiles": {p["slug"]: {"access": {"users": p.get("allowed_users"), "groups": p.get("allowed_groups")},
                                  "config": dask_cluster_config(cfg, p, registry=registry, tag=tag)}
                      for p in dask_worker_profiles(cfg)},
@@ -449,6 +459,7 @@ def dask_gateway_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespac
     }
     if "worker_extra_pod_config" in default:
         worker["extraPodConfig"] = default["worker_extra_pod_config"]
+    if "worker_extra_container_config" in default:
         worker["extraContainerConfig"] = default["worker_extra_container_config"]
     return {
         "gateway": {
