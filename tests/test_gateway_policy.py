@@ -38,6 +38,16 @@ def test_worker_profiles_follow_access_rules_and_the_list():
     assert [p["slug"] for p in env] == ["pose-cpu", "gpu"] and env[1]["price_per_hour"] == 1.21
 
 
+def test_worker_profiles_follow_the_admin_pages_settings_like_servers():
+    from cost_reports.profile_rules import Access, ProfileSettings, effective
+
+    cfg = config(worker_profiles=["pose-cpu", "gpu"])
+    moved = effective(cfg["profiles"], ProfileSettings(access={"gpu": Access(("alice",), ())}))
+    assert [p["slug"] for p in policy.worker_profiles(cfg, "alice", [], effective=moved)] == ["pose-cpu", "gpu"]
+    assert [p["slug"] for p in policy.worker_profiles(cfg, "sam", ["staff"], effective=moved)] == ["pose-cpu"]
+    assert [p["slug"] for p in json.loads(policy.profiles_env(cfg, "sam", ["staff"], effective=moved))] == ["pose-cpu"]
+
+
 def test_check_profile_messages():
     cfg = config()
     offered = policy.worker_profiles(cfg, "alice", [])

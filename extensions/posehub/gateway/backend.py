@@ -94,7 +94,8 @@ class PoseHubLocalBackend(LocalBackend):
     # ------------------------------------------------------------ options and limits
 
     def offered(self, user) -> list[dict]:
-        return policy.worker_profiles(self.posehub, user.name, user.groups, user.admin)
+        """Worker profiles of ``user``, with admins' run-time settings (the admin page) as for servers."""
+        return policy.worker_profiles(self.posehub, user.name, user.groups, user.admin, self.gate.reporter.profiles())
 
     def options_for(self, user) -> Options:
         offered = self.offered(user)

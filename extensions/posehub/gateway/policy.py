@@ -32,18 +32,20 @@ def money(amount) -> str:
     return f"${Decimal(amount).quantize(Decimal('0.01')):,.2f}"
 
 
-def worker_profiles(cfg: PoseHubConfig, user: str, groups: Iterable[str], admin: bool = False) -> list[dict]:
-    """Profiles the user may run Dask workers with: those they may use, in config order,
-    restricted to ``dask.worker_profiles`` when that list is set."""
+def worker_profiles(cfg: PoseHubConfig, user: str, groups: Iterable[str], admin: bool = False,
+                    effective: list[dict] | None = None) -> list[dict]:
+    """Profiles the user may run Dask workers with: those they may use (with admins' run-time settings when
+    ``effective`` is given, as for servers), in config order, restricted to ``dask.worker_profiles`` when set."""
     names = cfg["dask"].get("worker_profiles") or [p["slug"] for p in cfg["profiles"]]
-    allowed = {p["slug"]: p for p in profiles.allowed_profiles(cfg, user, groups, admin)}
+    allowed = {p["slug"]: p for p in profiles.allowed_profiles(cfg, user, groups, admin, effective)}
     return [allowed[s] for s in names if s in allowed]
 
 
-def profiles_env(cfg: PoseHubConfig, user: str, groups: Iterable[str], admin: bool = False) -> str:
+def profiles_env(cfg: PoseHubConfig, user: str, groups: Iterable[str], admin: bool = False,
+                 effective: list[dict] | None = None) -> str:
     """``POSEHUB_WORKER_PROFILES`` of a workspace: the worker profiles the user may use (JSON, in order,
     the default first), so notebooks can show names and prices (the gateway still checks every request)."""
-    offered = worker_profiles(cfg, user, groups, admin)
+    offered = worker_profiles(cfg, user, groups, admin, effective)
     if not offered:
         return "[]"
     first = default_profile(cfg, offered)

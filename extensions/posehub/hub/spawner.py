@@ -102,6 +102,7 @@ class PoseHubSpawner(LocalProcessSpawner):
     _activity_at_load = None  # the server's last activity as the hub database had it then
     _lease = None  # s3broker.Lease: the server's STS credentials, renewed while it runs
     _renewal = None  # the asyncio task renewing them
+    _effective = None  # the profiles with admins' settings when this server was started (apply_profile)
 
     # ------------------------------------------------------------ policy
 
@@ -273,7 +274,7 @@ class PoseHubSpawner(LocalProcessSpawner):
         if self.posehub_config["dask"]["enabled"]:
             env.update(gateway_settings.client_env(self.posehub_config))
             env["POSEHUB_WORKER_PROFILES"] = gateway_policy.profiles_env(
-                self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin))
+                self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin), self._effective)
         env[MANIFEST_ENV] = str(workspace.manifest_file(Path(self.home_dir)))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
         if self.posehub_config["culling"]["enabled"] and self.profile_slug:
@@ -293,6 +294,7 @@ class PoseHubSpawner(LocalProcessSpawner):
         effective = await self.effective_profiles()
         options = self.validate_options(user_options or {}, effective)
         profile = next(p for p in effective if p["slug"] == options["profile"])
+        self._effective = effective  # for the worker profiles the workspace is told of (user_env)
         self.profile_slug = profile["slug"]
         self.idle_limit_seconds = culling.idle_limit(self.posehub_config, profile)
         self.cmd = [str(environments.singleuser_command(profile["image"]))]
