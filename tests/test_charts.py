@@ -164,6 +164,13 @@ def test_user_pods_of_each_profile_from_the_chart_config_and_kubespawner(rendere
     assert alice_gpu["refused"] == "You may not use the profile 'gpu'. Ask the lab's PoseHub admin for access."
     assert bob_gpu["offered"] == ["cpu-small", "pose-cpu", "cpu-large", "gpu"] and bob_gpu["refused"] is None
     assert bob_gpu["pod"]["metadata"]["labels"]["hub.jupyter.org/username"] == "bob"
+    # the ensemble widget is told the worker profiles the gateway will accept from each user
+    def worker_profiles(res):
+        env = {e["name"]: e.get("value") for e in res["pod"]["spec"]["containers"][0]["env"]}
+        return [p["slug"] for p in json.loads(env["POSEHUB_WORKER_PROFILES"])]
+
+    assert worker_profiles(bob_gpu) == ["cpu-small", "pose-cpu", "cpu-large", "gpu"]
+    assert worker_profiles(alice_default) == ["cpu-small", "pose-cpu"]
     assert alice_default["pod"]["metadata"]["labels"][helm.PROFILE_LABEL] == "cpu-small"
 
 

@@ -347,7 +347,7 @@ def test_schema_errors_merge_over_the_defaults_like_helm():
 
 def spawner(name, groups=(), admin=False, profile=None):
     user = SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups], admin=admin)
-    return SimpleNamespace(user=user, user_options={"profile": profile} if profile else {})
+    return SimpleNamespace(user=user, user_options={"profile": profile} if profile else {}, environment={})
 
 
 def test_hub_pod_offers_only_allowed_profiles(tmp_path):

@@ -24,6 +24,9 @@ GPU_RESOURCE = "GPU"
 GPU_OWNER = "dask:"  # owners of workers' GPUs in the machine's pool: "dask:<cluster>/<worker>"
 
 
+WORKER_PROFILES_ENV = "POSEHUB_WORKER_PROFILES"  # in a workspace: the worker profiles it may ask for (profiles_env)
+
+
 class Refused(Exception):
     """A cluster that may not start; ``str()`` is the message for the user."""
 

@@ -62,6 +62,13 @@ def budget_check(cfg: PoseHubConfig):
         check = await asyncio.to_thread(gate_for(cfg).precheck, user.name, groups, profile)
         if not check.ok:
             raise ProfileError(403, check.message)
+        if cfg["dask"]["enabled"]:  # what the ensemble widget offers: the worker profiles the gateway accepts
+            from ..gateway.policy import WORKER_PROFILES_ENV, profiles_env
+
+            env = spawner.environment if isinstance(spawner.environment, dict) else {}
+            value = profiles_env(cfg, user.name, groups, bool(user.admin))
+            # KubeSpawner expands {name}-style templates in environment values: JSON's braces are doubled
+            spawner.environment = {**env, WORKER_PROFILES_ENV: value.replace("{", "{{").replace("}", "}}")}
 
     return pre_spawn_hook
 

@@ -273,7 +273,7 @@ class PoseHubSpawner(LocalProcessSpawner):
         env["POSEHUB_COST_URL"] = f"http://127.0.0.1:{self.posehub_config['costs']['port']}/services/cost/"
         if self.posehub_config["dask"]["enabled"]:
             env.update(gateway_settings.client_env(self.posehub_config))
-            env["POSEHUB_WORKER_PROFILES"] = gateway_policy.profiles_env(
+            env[gateway_policy.WORKER_PROFILES_ENV] = gateway_policy.profiles_env(
                 self.posehub_config, self.user.name, self.user_groups(), bool(self.user.admin), self._effective)
         env[MANIFEST_ENV] = str(workspace.manifest_file(Path(self.home_dir)))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
