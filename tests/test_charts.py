@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from posehub import helm, helm_cli
+from posehub import helm, helm_cli, nodes
 from posehub.config import load
 from test_deploy import NS, REG, TAG, write_config
 
@@ -144,8 +144,11 @@ def test_user_pods_of_each_profile_from_the_chart_config_and_kubespawner(rendere
         image = cfg["images"][p["image"]]["registry_image"] or f"{REG}/posehub-{p['image']}:{TAG}"
         assert container["image"] == image
         limits, requests = container["resources"]["limits"], container["resources"]["requests"]
-        assert float(limits["cpu"]) == float(requests["cpu"]) == float(p["cpu"])
-        assert limits["memory"] == requests["memory"] == helm_memory(p["memory"])
+        assert float(limits["cpu"]) == float(p["cpu"]) and limits["memory"] == helm_memory(p["memory"])
+        # requests fit a node of the profile's type (what its kubelet and daemons leave)
+        cpu, memory = nodes.allocatable(nodes.INSTANCE_TYPES[p["aws_instance_type"]])
+        assert float(requests["cpu"]) == min(float(p["cpu"]), round(cpu, 2)) <= cpu
+        assert requests["memory"] == min(helm_memory(p["memory"]), memory)
         assert limits.get("nvidia.com/gpu") == (str(p["gpus"]) if p["gpus"] else None)
         # on the node type the profile is priced at, GPU pods in the GPU node group with its taint tolerated
         assert spec["nodeSelector"][helm.INSTANCE_TYPE_LABEL] == p["aws_instance_type"]

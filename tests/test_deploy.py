@@ -4,6 +4,8 @@ charts' schemas (from ../shared/schemas when present), the hub pod's hooks, the 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import yaml
 
 from posehub.names import USERNAME_PATTERN
 
-from posehub import helm, helm_cli
+from posehub import helm, helm_cli, nodes, profiles
 
 from posehub.hub import kubehub
 from posehub.config import DEFAULT_CONFIG, load
@@ -97,8 +99,10 @@ def test_every_profile_has_its_image_cpu_memory_and_gpus(which, request):
         o = e["kubespawner_override"]
         expected_image = cfg["images"][p["image"]]["registry_image"] or f"{REG}/posehub-{p['image']}:{TAG}"
         assert (e["display_name"], o["image"]) == (p["display_name"], expected_image)
-        assert o["cpu_limit"] == o["cpu_guarantee"] == float(p["cpu"])
-        assert o["mem_limit"] == o["mem_guarantee"] == p["memory"]
+        assert o["cpu_limit"] == float(p["cpu"]) and o["mem_limit"] == p["memory"]
+        # guaranteed what a node of its type can give (all of it for an instance type PoseHub does not know)
+        fit = nodes.requests_for(p, profiles.memory_bytes(p["memory"]))
+        assert (o["cpu_guarantee"], o["mem_guarantee"]) == (fit if fit else (float(p["cpu"]), p["memory"]))
         assert e["description"].startswith(p["description"]) and f"${p['price_per_hour']:.2f}/h" in e["description"]
         if p["gpus"]:
             assert o["extra_resource_limits"] == {"nvidia.com/gpu": str(p["gpus"])}
@@ -134,7 +138,9 @@ def test_gpu_dask_workers_go_to_gpu_nodes_with_their_gpus(oidc_gpu):
     cpu = helm.dask_cluster_config(oidc_gpu, oidc_gpu.profile("pose-cpu"), registry=REG, tag=TAG)
     assert cpu["worker_extra_pod_config"] == {"nodeSelector": {"node.kubernetes.io/instance-type": "m5.xlarge"}}
     assert cpu["cluster_max_workers"] == 4
-    assert (cpu["worker_cores"], cpu["worker_memory"]) == (4, 16 << 30)
+    assert (cpu["worker_cores_limit"], cpu["worker_memory_limit"]) == (4, 16 << 30)
+    # requested what an m5.xlarge can give (4 vCPU, 16 GiB, 58 pods): the kubelet's and daemons' shares off
+    assert (cpu["worker_cores"], cpu["worker_memory"]) == (3.67, 16 * 1024**3 - (255 + 11 * 58 + 100 + 512) * 1024**2)
     assert not {"PATH", "VIRTUAL_ENV", "POSEHUB_CONFIG"} & set(cpu["environment"])  # one-machine only
 
 
@@ -227,6 +233,21 @@ def test_postgres_hub_needs_a_postgres_ledger(tmp_path):
     cfg = load(write_config(tmp_path, hub={**raw["hub"], "db_url": "postgresql+psycopg://hub@db/hub"}))
     with pytest.raises(helm.RenderError, match=r"^costs\.db_url: "):
         helm.z2jh_values(cfg, registry=REG, tag=TAG)
+
+
+def test_node_allocatable_follows_eks_reserves_and_too_large_profiles_are_refused(tmp_path):
+    # g5.2xlarge: 8 vCPU, 32 GiB, 58 pods -> 8 - 0.09 reserved - 0.25 daemons; 32 GiB - (255 + 638 + 100) MiB - 512 MiB
+    cpu, memory = nodes.allocatable(nodes.INSTANCE_TYPES["g5.2xlarge"])
+    assert round(cpu, 3) == 7.66 and memory == 32 * 1024**3 - (993 + 512) * 1024**2
+    assert nodes.requests_for({"slug": "s", "cpu": 2, "memory": "2G", "aws_instance_type": "m5.xlarge"}, 2 << 30) \
+        == (2.0, 2 << 30)  # small enough: all of it
+    assert nodes.requests_for({"slug": "s", "cpu": 2, "memory": "2G", "aws_instance_type": "x9.huge"}, 2 << 30) is None
+    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    big = [dict(raw["profiles"][0], slug="huge", cpu=16, memory="4G", aws_instance_type="t3.medium")]
+    with pytest.raises(helm.RenderError) as err:
+        helm.z2jh_values(load(write_config(tmp_path, profiles=raw["profiles"] + big)), registry=REG, tag=TAG)
+    assert str(err.value) == ("profiles[huge]: 16 CPU, 4G and 0 GPU(s) do not fit a t3.medium (2 vCPU, 4 GiB, 0 GPU(s)): "
+                              "make the profile smaller or pick a larger aws_instance_type")
 
 
 def test_local_buckets_are_refused_for_kubernetes(tmp_path):
@@ -480,12 +501,31 @@ def test_terraform_is_formatted():
     assert r.returncode == 0, f"not formatted (run `terraform fmt -recursive deploy/terraform`):\n{r.stdout}"
 
 
-def test_terraform_node_groups_match_the_values():
+def tf_default(name: str):
+    """The default of a variable in deploy/terraform/variables.tf (strings and lists of strings)."""
+    text = (REPO / "deploy" / "terraform" / "variables.tf").read_text()
+    block = text[text.index(f'variable "{name}" {{'):]
+    value = re.search(r"default\s*=\s*(.+)", block).group(1)
+    return yaml.safe_load(value)
+
+
+def test_terraform_node_groups_match_the_values(embedded):
     tf = (REPO / "deploy" / "terraform" / "main.tf").read_text()
     assert 'source  = "terraform-aws-modules/eks/aws"' in tf
     assert '"posehub.org/node-purpose"     = "gpu"' in tf
     assert 'key    = "nvidia.com/gpu"' in tf and 'effect = "NO_SCHEDULE"' in tf
     assert 'resource "aws_s3_bucket" "data"' in tf
+    # a node group for every instance type a profile is priced at, GPU types in the tainted GPU groups
+    gpu_types = {p["aws_instance_type"] for p in embedded["profiles"] if p["gpus"]}
+    cpu_types = {p["aws_instance_type"] for p in embedded["profiles"] if not p["gpus"]}
+    assert gpu_types <= set(tf_default("gpu_instance_types")) and cpu_types <= set(tf_default("cpu_instance_types"))
+    assert 'for t in var.gpu_instance_types : "gpu-${replace(t, ".", "-")}"' in tf
+    assert "min_size       = 0" in tf  # scaled up from zero by the cluster autoscaler
+    assert "attach_cluster_autoscaler_policy = true" in tf
+    assert 'namespace_service_accounts = ["kube-system:cluster-autoscaler"]' in tf
+    assert 'namespace_service_accounts = ["${var.namespace}:hub"]' in tf and tf_default("namespace") == NS
+    example = (REPO / "deploy" / "terraform" / "terraform.tfvars.example").read_text()
+    assert f'gpu_instance_types = {json.dumps(sorted(gpu_types))}' in example
 
 
 def test_readme_names_the_secrets_and_releases():

@@ -1,4 +1,5 @@
-# PoseHub on AWS: a VPC, an EKS cluster with a CPU and a GPU node group, and the lab's S3 bucket.
+# PoseHub on AWS: a VPC, an EKS cluster with a node group per instance type of the profiles (scaled from zero by
+# the cluster autoscaler), IAM roles for the autoscaler, the hub and the users' S3 credentials, and the lab's bucket.
 # The chart values in deploy/rendered/ expect exactly these node labels and taints:
 #   GPU nodes: label posehub.org/node-purpose=gpu, taint nvidia.com/gpu=present:NoSchedule.
 
@@ -65,41 +66,140 @@ module "eks" {
     }
   }
 
-  eks_managed_node_groups = {
-    cpu = {
-      ami_type       = "AL2023_x86_64_STANDARD"
-      instance_types = var.cpu_instance_types
-      min_size       = var.cpu_min_size
-      max_size       = var.cpu_max_size
-      desired_size   = var.cpu_desired_size
+  # One node group per instance type a profile is priced at (profiles[].aws_instance_type): a server is
+  # scheduled on exactly that type (node.kubernetes.io/instance-type), so what it costs is what it ran on.
+  # All but the system group start at 0 nodes and are scaled by the cluster autoscaler (cluster_autoscaler_irsa):
+  # EKS tags each managed group's Auto Scaling group for its autodiscovery, and the autoscaler reads a group's
+  # labels and taints from EKS (eks:DescribeNodegroup) to scale it up from zero.
+  eks_managed_node_groups = merge(
+    {
+      # the hub, the proxy, Dask Gateway, Dask schedulers, the cluster autoscaler
+      system = {
+        ami_type       = "AL2023_x86_64_STANDARD"
+        instance_types = [var.system_instance_type]
+        min_size       = 1
+        max_size       = 2
+        desired_size   = 1
 
-      labels = {
-        "posehub.org/node-purpose"     = "cpu"
-        "hub.jupyter.org/node-purpose" = "user"
-      }
-    }
-
-    gpu = {
-      ami_type       = "AL2023_x86_64_NVIDIA"
-      instance_types = var.gpu_instance_types
-      min_size       = var.gpu_min_size
-      max_size       = var.gpu_max_size
-      desired_size   = var.gpu_desired_size
-
-      labels = {
-        "posehub.org/node-purpose"     = "gpu"
-        "hub.jupyter.org/node-purpose" = "user"
-      }
-
-      taints = {
-        gpu = {
-          key    = "nvidia.com/gpu"
-          value  = "present"
-          effect = "NO_SCHEDULE"
+        labels = {
+          "posehub.org/node-purpose"     = "system"
+          "hub.jupyter.org/node-purpose" = "core"
         }
       }
+    },
+    {
+      for t in var.cpu_instance_types : "cpu-${replace(t, ".", "-")}" => {
+        ami_type       = "AL2023_x86_64_STANDARD"
+        instance_types = [t]
+        min_size       = 0
+        max_size       = var.cpu_max_size
+        desired_size   = 0
+
+        labels = {
+          "posehub.org/node-purpose"     = "cpu"
+          "hub.jupyter.org/node-purpose" = "user"
+        }
+      }
+    },
+    {
+      for t in var.gpu_instance_types : "gpu-${replace(t, ".", "-")}" => {
+        ami_type       = "AL2023_x86_64_NVIDIA"
+        instance_types = [t]
+        min_size       = 0
+        max_size       = var.gpu_max_size
+        desired_size   = 0
+
+        labels = {
+          "posehub.org/node-purpose"     = "gpu"
+          "hub.jupyter.org/node-purpose" = "user"
+        }
+
+        taints = {
+          gpu = {
+            key    = "nvidia.com/gpu"
+            value  = "present"
+            effect = "NO_SCHEDULE"
+          }
+        }
+      }
+    },
+  )
+}
+
+# The cluster autoscaler (installed with its chart, deploy/README.md) adds nodes when a server or Dask
+# worker is pending, and removes idle ones.
+module "cluster_autoscaler_irsa" {
+  source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts-eks"
+  version = "~> 5.48"
+
+  role_name_prefix                 = "${var.cluster_name}-cluster-autoscaler-"
+  attach_cluster_autoscaler_policy = true
+  cluster_autoscaler_cluster_names = [module.eks.cluster_name]
+
+  oidc_providers = {
+    main = {
+      provider_arn               = module.eks.oidc_provider_arn
+      namespace_service_accounts = ["kube-system:cluster-autoscaler"]
     }
   }
+}
+
+# The hub's own role (its pod's service account): it lists the home prefixes to bill storage, and assumes
+# the users' role for each server with a session policy narrowed to that user's prefixes and buckets.
+module "hub_irsa" {
+  source  = "terraform-aws-modules/iam/aws//modules/iam-role-for-service-accounts-eks"
+  version = "~> 5.48"
+
+  role_name_prefix = "${var.cluster_name}-hub-"
+  role_policy_arns = { hub = aws_iam_policy.hub.arn }
+
+  oidc_providers = {
+    main = {
+      provider_arn               = module.eks.oidc_provider_arn
+      namespace_service_accounts = ["${var.namespace}:hub"]
+    }
+  }
+}
+
+resource "aws_iam_policy" "hub" {
+  name_prefix = "${var.cluster_name}-hub-"
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Effect = "Allow", Action = ["sts:AssumeRole", "sts:TagSession"], Resource = aws_iam_role.users.arn },
+      { Effect = "Allow", Action = ["s3:ListBucket", "s3:GetBucketLocation"], Resource = aws_s3_bucket.data.arn },
+    ]
+  })
+}
+
+# What users' credentials may ever do (buckets.sts.role_arn): the data bucket, read and write. Each server's
+# credentials are this role narrowed by a session policy to the user's own prefix and their groups' buckets.
+resource "aws_iam_role" "users" {
+  name_prefix = "${var.cluster_name}-users-"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { AWS = module.hub_irsa.iam_role_arn }
+      Action    = ["sts:AssumeRole", "sts:TagSession"]
+    }]
+  })
+}
+
+resource "aws_iam_role_policy" "users" {
+  name = "data-bucket"
+  role = aws_iam_role.users.id
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [
+      { Effect = "Allow", Action = ["s3:ListBucket", "s3:GetBucketLocation"], Resource = aws_s3_bucket.data.arn },
+      {
+        Effect   = "Allow"
+        Action   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
+        Resource = "${aws_s3_bucket.data.arn}/*"
+      },
+    ]
+  })
 }
 
 module "ebs_csi_irsa" {

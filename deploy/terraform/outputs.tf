@@ -22,3 +22,18 @@ output "data_bucket_arn" {
   description = "ARN of the lab's S3 bucket (for the role in buckets.sts.role_arn)."
   value       = aws_s3_bucket.data.arn
 }
+
+output "cluster_autoscaler_role_arn" {
+  description = "IAM role of the cluster autoscaler's service account (kube-system/cluster-autoscaler)."
+  value       = module.cluster_autoscaler_irsa.iam_role_arn
+}
+
+output "hub_role_arn" {
+  description = "IAM role of the hub's service account (hub.serviceAccount.annotations eks.amazonaws.com/role-arn)."
+  value       = module.hub_irsa.iam_role_arn
+}
+
+output "users_role_arn" {
+  description = "The users' role: buckets.sts.role_arn in posehub.yaml."
+  value       = aws_iam_role.users.arn
+}

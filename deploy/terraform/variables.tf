@@ -22,52 +22,34 @@ variable "vpc_cidr" {
   default     = "10.42.0.0/16"
 }
 
-variable "cpu_instance_types" {
-  description = "Instance types of the CPU node group (hub, proxy, Dask Gateway and CPU profiles). A node must fit the largest CPU profile's guaranteed cpu and memory plus the kubelet's reserve."
-  type        = list(string)
-  default     = ["m5.4xlarge"]
+variable "system_instance_type" {
+  description = "Instance type of the system node group (hub, proxy, Dask Gateway, Dask schedulers, the cluster autoscaler)."
+  type        = string
+  default     = "t3.large"
 }
 
-variable "cpu_min_size" {
-  description = "Fewest CPU nodes."
-  type        = number
-  default     = 1
+variable "cpu_instance_types" {
+  description = "One node group each, from zero nodes: every aws_instance_type of the CPU profiles in posehub.yaml (checked by tests/test_deploy.py for the embedded config)."
+  type        = list(string)
+  default     = ["t3.medium", "m5.xlarge", "m5.2xlarge"]
 }
 
 variable "cpu_max_size" {
-  description = "Most CPU nodes."
+  description = "Most nodes of each CPU node group."
   type        = number
   default     = 4
 }
 
-variable "cpu_desired_size" {
-  description = "CPU nodes at creation (later changes come from the cluster autoscaler or the AWS console/CLI)."
-  type        = number
-  default     = 1
-}
-
 variable "gpu_instance_types" {
-  description = "Instance types of the GPU node group (GPU profiles and GPU Dask workers)."
+  description = "One node group each, from zero nodes: every aws_instance_type of the GPU profiles in posehub.yaml."
   type        = list(string)
-  default     = ["g5.4xlarge"]
-}
-
-variable "gpu_min_size" {
-  description = "Fewest GPU nodes (0: none while no GPU server runs, with a cluster autoscaler)."
-  type        = number
-  default     = 0
+  default     = ["g5.2xlarge"]
 }
 
 variable "gpu_max_size" {
-  description = "Most GPU nodes."
+  description = "Most nodes of each GPU node group."
   type        = number
   default     = 2
-}
-
-variable "gpu_desired_size" {
-  description = "GPU nodes at creation."
-  type        = number
-  default     = 0
 }
 
 variable "node_disk_size" {
@@ -85,4 +67,10 @@ variable "tags" {
   description = "Tags added to every AWS resource."
   type        = map(string)
   default     = { project = "posehub" }
+}
+
+variable "namespace" {
+  description = "Kubernetes namespace of both releases (the hub's service account there gets the hub's IAM role)."
+  type        = string
+  default     = "posehub"
 }

@@ -28,7 +28,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import profiles
+from . import nodes, profiles
 from .config import PoseHubConfig, format_path, validate
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -87,13 +87,18 @@ def _gpus(profile: dict) -> int:
 
 
 def kubespawner_profile(cfg: PoseHubConfig, profile: dict, *, registry: str, tag: str) -> dict:
-    """One entry of ``singleuser.profileList``: the profile's image, CPU and memory (guaranteed
-    and limit, as on one machine), and for GPU profiles the GPUs and the GPU node group."""
+    """One entry of ``singleuser.profileList``: the profile's image, CPU and memory (limits as on one machine,
+    guaranteed what a node of its ``aws_instance_type`` can give), its node type, and for GPU profiles the
+    GPUs and the GPU node group."""
+    try:  # guaranteed what a node of its type can give (posehub.nodes), limited to the profile
+        fit = nodes.requests_for(profile, profiles.memory_bytes(profile["memory"]))
+    except nodes.DoesNotFit as e:
+        raise RenderError(str(e)) from None
     override = {
         "image": image_ref(cfg, profile["image"], registry, tag),
-        "cpu_guarantee": float(profile["cpu"]),
+        "cpu_guarantee": fit[0] if fit else float(profile["cpu"]),
         "cpu_limit": float(profile["cpu"]),
-        "mem_guarantee": profile["memory"],
+        "mem_guarantee": fit[1] if fit else profile["memory"],
         "mem_limit": profile["memory"],
         "extra_labels": {**SINGLEUSER_LABELS, PROFILE_LABEL: profile["slug"]},
     }
@@ -371,6 +376,9 @@ def dask_cluster_config(cfg: PoseHubConfig, profile: dict, *, registry: str, tag
         scheduler_cmd=["dask", "scheduler"], worker_cmd=["dask", "worker"],
         worker_cores_limit=conf["worker_cores"], worker_memory_limit=conf["worker_memory"],
     )
+    fit = nodes.requests_for(profile, conf["worker_memory"])  # (z2jh_values has refused profiles that do not fit)
+    if fit:  # requested what a node of the profile's type can give, as for servers
+        conf["worker_cores"], conf["worker_memory"] = fit
     labels = {PROFILE_LABEL: profile["slug"]}  # the user is an annotation (USER_ANNOTATION), set per cluster
     conf.update(worker_extra_pod_labels=labels, scheduler_extra_pod_labels=dict(labels))
     selector = {INSTANCE_TYPE_LABEL: profile["aws_instance_type"]} if profile.get("aws_instance_type") else {}
