@@ -14,9 +14,8 @@ from datetime import timedelta
 from cost_reports import profile_rules
 
 from .config import PoseHubConfig
+from .idlewarn import IDLE_LIMIT_ENV, IDLE_WARN_ENV, warning  # noqa: F401 - the workspace's side, named here too
 
-IDLE_LIMIT_ENV = "POSEHUB_IDLE_LIMIT_SECONDS"  # what a server is told of its own limit (posehub.labidle)
-IDLE_WARN_ENV = "POSEHUB_IDLE_WARN_MINUTES"
 STATE_IDLE_LIMIT = "idle_seconds"  # in a server's saved state: its limit when it started (admins' setting included)
 ACTIVITY_ENV = "JUPYTERHUB_ACTIVITY_INTERVAL"  # JupyterHub's singleuser: seconds between activity reports
 MAX_ACTIVITY_INTERVAL = 300  # JupyterHub's own default for both activity reports
@@ -42,14 +41,6 @@ def should_cull(cfg: PoseHubConfig, profile_slug: str | None, inactive: timedelt
     if not cfg["culling"]["enabled"]:
         return False
     return inactive.total_seconds() >= (limit or idle_limit(cfg, cfg.profile(profile_slug or "")))
-
-
-def warning(limit_seconds: float, inactive_seconds: float, warn_minutes: float) -> dict:
-    """What JupyterLab is told about its own server: how long it has been idle, when it will be stopped,
-    and whether to warn now."""
-    left = max(0.0, limit_seconds - inactive_seconds)
-    return {"idle_seconds": round(inactive_seconds), "limit_seconds": round(limit_seconds),
-            "stops_in_seconds": round(left), "warn": left <= warn_minutes * 60}
 
 
 def arbiter(cfg: PoseHubConfig):

@@ -16,7 +16,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from .culling import IDLE_LIMIT_ENV, IDLE_WARN_ENV, warning
+from .idlewarn import IDLE_LIMIT_ENV, IDLE_WARN_ENV, warning
 
 
 class IdleHandler(APIHandler):
