@@ -218,6 +218,9 @@ def test_oidc_settings_match_the_one_machine_wiring(oidc_gpu):
     local = helm._plain(c.PoseHubOIDCAuthenticator)
     assert local.pop("client_secret") == OIDC_SECRET_VALUE
     assert helm.oidc_authenticator(oidc_gpu) == local
+    # the hub's own settings too (one translation: hubapply.oidc_traits), e.g. the one-day sign-in cookie
+    hub_config = render(oidc_gpu)[0]["hub"]["config"]["JupyterHub"]
+    assert {k: hub_config[k] for k in ("authenticator_class", "cookie_max_age_days")} == helm._plain(c.JupyterHub)
 
 
 def test_oidc_needs_a_callback_url(tmp_path, monkeypatch):

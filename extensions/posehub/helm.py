@@ -186,31 +186,15 @@ def _hubapply(pod_cfg: PoseHubConfig):
 
 
 def oidc_authenticator(cfg: PoseHubConfig) -> dict:
-    """``auth.oidc`` -> PoseHubOIDCAuthenticator settings, as ``hubapply.apply_oidc`` sets them, but
-    without the client secret (the hub reads it from $OAUTH_CLIENT_SECRET, from a Secret)."""
-    from .hub.oidc import settings
-    from .names import USERNAME_PATTERN
+    """``auth.oidc`` -> PoseHubOIDCAuthenticator settings: the one-machine hub's own translation
+    (``hubapply.oidc_traits``), without the client secret (the hub pod reads it from $OAUTH_CLIENT_SECRET,
+    from a Secret)."""
+    from .hub.hubapply import oidc_traits
 
-    o = settings(cfg)
     if not cfg["auth"]["oidc"]["callback_url"]:
         raise RenderError("auth.oidc.callback_url: set it to the hub's public address + /hub/oauth_callback "
                           "(as registered with the provider); on Kubernetes there is no default")
-    a = {
-        "issuer_url": o["issuer_url"], "institution_name": o["institution_name"],
-        "login_service": o["institution_name"], "admin_contact": cfg["hub"]["admin_contact"],
-        "client_id": o["client_id"], "oauth_callback_url": o["callback_url"], "scope": o["scopes"],
-        "username_claim": o["username_claim"], "discovery_timeout": o["timeout_seconds"],
-        "http_request_kwargs": {"connect_timeout": o["timeout_seconds"], "request_timeout": o["timeout_seconds"] * 2},
-        "pass_tokens_to_server": o["pass_tokens_to_server"], "enable_auth_state": True,
-        "refresh_pre_spawn": True, "auth_refresh_age": o["refresh_seconds"],
-        "allowed_groups": sorted(o["allowed_groups"]), "admin_groups": sorted(o["admin_groups"]),
-        "allow_all": not o["allowed_groups"], "admin_users": [], "username_pattern": USERNAME_PATTERN,
-        "custom_403_message": (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
-                               f"Ask {cfg['hub']['admin_contact']} for access."),
-    }
-    if o["groups_claim"]:
-        a.update(auth_state_groups_key=f"oauth_user.{o['groups_claim']}", manage_groups=True)
-    return a
+    return _plain(oidc_traits(cfg)["PoseHubOIDCAuthenticator"])
 
 
 def _secret_env(secret: dict) -> dict:
@@ -238,9 +222,11 @@ def _auth_values(cfg: PoseHubConfig, c) -> tuple[dict, dict]:
     if "load_groups" in jh:
         config["JupyterHub"]["load_groups"] = jh["load_groups"]
     env: dict = {"POSEHUB_CONFIG": CONFIG_MOUNT}
-    if cfg["auth"]["type"] == "oidc":
-        config["JupyterHub"]["authenticator_class"] = "posehub.hub.oidc.PoseHubOIDCAuthenticator"
+    if cfg["auth"]["type"] == "oidc":  # the one-machine hub's settings, as data (hubapply.oidc_traits)
+        from .hub.hubapply import oidc_traits
+
         config["PoseHubOIDCAuthenticator"] = oidc_authenticator(cfg)
+        config["JupyterHub"].update(_plain(oidc_traits(cfg)["JupyterHub"]))
         env[OIDC_SECRET_ENV] = _secret_env(OIDC_SECRET)
     else:
         for section in ("Authenticator", "NativeAuthenticator", "PoseHubLocalAuthenticator"):

@@ -70,41 +70,59 @@ def apply_auth(c, cfg: PoseHubConfig):
         name: str(admin_password_file(cfg.state_dir, cfg.admins, name)) for name in cfg.admins}
 
 
-def apply_oidc(c, cfg: PoseHubConfig):
-    """``auth.oidc.*`` -> GenericOAuthenticator (PoseHubOIDCAuthenticator). Tokens are kept in the
-    hub's encrypted auth state (key: ``JUPYTERHUB_CRYPT_KEY``, set by ``posehub up``) and never
-    refreshed behind the user's back, so a provider that is down does not sign anyone out."""
-    from .oidc import client_secret, settings
+def set_traits(c, traits: dict[str, dict]) -> None:
+    """Trait settings as data (``{section: {trait: value}}``) onto a traitlets config."""
+    for section, values in traits.items():
+        for name, value in values.items():
+            setattr(c[section], name, value)
+
+
+def oidc_traits(cfg: PoseHubConfig) -> dict[str, dict]:
+    """``auth.oidc.*`` as trait settings of GenericOAuthenticator (PoseHubOIDCAuthenticator), the one translation
+    for both targets: the one-machine hub (:func:`apply_oidc`, which adds the client secret) and the hub pod
+    (``posehub.helm``: ``hub.config``, the secret from a Kubernetes Secret). Tokens are kept in the hub's
+    encrypted auth state and never refreshed behind the user's back, so a provider that is down does not sign
+    anyone out."""
+    from .oidc import settings
 
     o = settings(cfg)
-    c.JupyterHub.authenticator_class = "posehub.hub.oidc.PoseHubOIDCAuthenticator"
-    a = c.PoseHubOIDCAuthenticator
-    a.issuer_url = o["issuer_url"]
-    a.institution_name = o["institution_name"]
-    a.login_service = o["institution_name"]  # the button: "Sign in with <institution>"
-    a.admin_contact = cfg["hub"]["admin_contact"]
-    a.client_id = o["client_id"]
-    a.client_secret = client_secret(cfg)
-    a.oauth_callback_url = o["callback_url"]
-    a.scope = o["scopes"]
-    a.username_claim = o["username_claim"]
-    a.discovery_timeout = o["timeout_seconds"]
-    a.http_request_kwargs = {"connect_timeout": o["timeout_seconds"], "request_timeout": o["timeout_seconds"] * 2}
-    a.pass_tokens_to_server = o["pass_tokens_to_server"]
-    a.enable_auth_state = True
-    a.refresh_pre_spawn = True  # a server starts only for someone the provider still allows
-    a.auth_refresh_age = o["refresh_seconds"]  # groups, admin and access follow the provider within this time
-    c.JupyterHub.cookie_max_age_days = 1
+    a = {
+        "issuer_url": o["issuer_url"],
+        "institution_name": o["institution_name"],
+        "login_service": o["institution_name"],  # the button: "Sign in with <institution>"
+        "admin_contact": cfg["hub"]["admin_contact"],
+        "client_id": o["client_id"],
+        "oauth_callback_url": o["callback_url"],
+        "scope": o["scopes"],
+        "username_claim": o["username_claim"],
+        "discovery_timeout": o["timeout_seconds"],
+        "http_request_kwargs": {"connect_timeout": o["timeout_seconds"], "request_timeout": o["timeout_seconds"] * 2},
+        "pass_tokens_to_server": o["pass_tokens_to_server"],
+        "enable_auth_state": True,
+        "refresh_pre_spawn": True,  # a server starts only for someone the provider still allows
+        "auth_refresh_age": o["refresh_seconds"],  # groups, admin and access follow the provider within this time
+        "allowed_groups": o["allowed_groups"],
+        "admin_groups": o["admin_groups"],
+        "allow_all": not o["allowed_groups"],
+        "admin_users": set(),  # over single sign-on admins come from admin_groups, never from a name people may choose
+        "username_pattern": USERNAME_PATTERN,
+        "custom_403_message": (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
+                               f"Ask {cfg['hub']['admin_contact']} for access."),
+    }
     if o["groups_claim"]:
-        a.auth_state_groups_key = f"oauth_user.{o['groups_claim']}"
-        a.manage_groups = True
-    a.allowed_groups = o["allowed_groups"]
-    a.admin_groups = o["admin_groups"]
-    a.allow_all = not o["allowed_groups"]
-    a.admin_users = set()  # over single sign-on admins come from admin_groups, never from a name people may choose
-    a.username_pattern = USERNAME_PATTERN
-    a.custom_403_message = (f"Your {o['institution_name']} account is not in a group allowed to use PoseHub. "
-                            f"Ask {cfg['hub']['admin_contact']} for access.")
+        a.update(auth_state_groups_key=f"oauth_user.{o['groups_claim']}", manage_groups=True)
+    return {"JupyterHub": {"authenticator_class": "posehub.hub.oidc.PoseHubOIDCAuthenticator",
+                           "cookie_max_age_days": 1},
+            "PoseHubOIDCAuthenticator": a}
+
+
+def apply_oidc(c, cfg: PoseHubConfig):
+    """``auth.oidc.*`` -> the hub (:func:`oidc_traits`), with the client secret from its file or variable
+    (key of the auth state: ``JUPYTERHUB_CRYPT_KEY``, set by ``posehub up``)."""
+    from .oidc import client_secret
+
+    set_traits(c, oidc_traits(cfg))
+    c.PoseHubOIDCAuthenticator.client_secret = client_secret(cfg)
 
 
 def apply_groups(c, cfg: PoseHubConfig):
