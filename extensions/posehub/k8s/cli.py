@@ -1,8 +1,8 @@
 """Render and check the Helm values of the Kubernetes deployment (``deploy/``).
 
-    python -m posehub.helm_cli render --config hub_config/posehub.yaml --out deploy/rendered \\
+    python -m posehub.k8s.cli render --config hub_config/posehub.yaml --out deploy/rendered \\
         --registry ghcr.io/posehub --tag 0.1.0 [--namespace posehub]
-    python -m posehub.helm_cli validate --schemas ../shared/schemas [--dir deploy/rendered]
+    python -m posehub.k8s.cli validate --schemas ../shared/schemas [--dir deploy/rendered]
 
 ``render`` writes ``jupyterhub-values.yaml`` and ``dask-gateway-values.yaml``
 (the latter only with ``dask.enabled``); ``validate`` checks them against the
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import yaml
 
+from ..config import ConfigError, load
 from . import helm
-from .config import ConfigError, load
 
 FILES = {"jupyterhub": "jupyterhub-values.yaml", "dask-gateway": "dask-gateway-values.yaml"}
-HEADER = ("# Rendered by `python -m posehub.helm_cli render` from {config}.\n"
+HEADER = ("# Rendered by `python -m posehub.k8s.cli render` from {config}.\n"
           "# Do not edit: change posehub.yaml and render again. Install: see deploy/README.md.\n")
 
 

@@ -2,12 +2,12 @@
 
 Pure renderers: :func:`z2jh_values` and :func:`dask_gateway_values` read a loaded
 :class:`~posehub.config.PoseHubConfig` and return plain dicts (written as YAML by
-``posehub.helm_cli``); :func:`schema_errors` checks them against a chart's values
+``posehub.k8s.cli``); :func:`schema_errors` checks them against a chart's values
 schema. The one-machine wiring (``posehub.hub.hubapply``) is reused where it is pure:
 roles, scopes, groups and local accounts come from its ``apply_*`` functions, run
 on a traitlets ``Config`` instead of the hub's ``c``.
 
-What values cannot express runs in the hub pod: ``posehub.hub.kubehub.apply_hub_pod``,
+What values cannot express runs in the hub pod: ``posehub.k8s.hubpod.apply_hub_pod``,
 called by the one line of ``hub.extraConfig``, narrows ``c.KubeSpawner.profile_list``
 to the profiles a user may use and checks the budget before a spawn. The hub image
 (``deploy/hub/Dockerfile``) has posehub installed for it; posehub.yaml is mounted
@@ -28,8 +28,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import nodes, profiles
-from .config import PoseHubConfig, format_path, validate
+from .. import profiles
+from ..config import PoseHubConfig, format_path, validate
+from . import nodes
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_SELECTOR = {"posehub.org/node-purpose": "gpu"}
@@ -90,7 +91,7 @@ def kubespawner_profile(cfg: PoseHubConfig, profile: dict, *, registry: str, tag
     """One entry of ``singleuser.profileList``: the profile's image, CPU and memory (limits as on one machine,
     guaranteed what a node of its ``aws_instance_type`` can give), its node type, and for GPU profiles the
     GPUs and the GPU node group."""
-    try:  # guaranteed what a node of its type can give (posehub.nodes), limited to the profile
+    try:  # guaranteed what a node of its type can give (posehub.k8s.nodes), limited to the profile
         fit = nodes.requests_for(profile, profiles.memory_bytes(profile["memory"]))
     except nodes.DoesNotFit as e:
         raise RenderError(str(e)) from None
@@ -119,7 +120,7 @@ def kubespawner_profile(cfg: PoseHubConfig, profile: dict, *, registry: str, tag
 
 
 def profile_list(cfg: PoseHubConfig, *, registry: str, tag: str) -> list[dict]:
-    """Every profile, in config order; who may use which is decided in the hub pod (``posehub.hub.kubehub``)."""
+    """Every profile, in config order; who may use which is decided in the hub pod (``posehub.k8s.hubpod``)."""
     return [kubespawner_profile(cfg, p, registry=registry, tag=tag) for p in cfg["profiles"]]
 
 
@@ -175,7 +176,7 @@ def _hubapply(pod_cfg: PoseHubConfig):
     """The one-machine settings of auth, groups and services, as a traitlets Config."""
     from traitlets.config import Config
 
-    from .hub.hubapply import apply_auth, apply_costs, apply_groups
+    from ..hub.hubapply import apply_auth, apply_costs, apply_groups
 
     c = Config()
     if pod_cfg["auth"]["type"] == "local":  # apply_oidc reads the client secret: see oidc_authenticator
@@ -189,7 +190,7 @@ def oidc_authenticator(cfg: PoseHubConfig) -> dict:
     """``auth.oidc`` -> PoseHubOIDCAuthenticator settings: the one-machine hub's own translation
     (``hubapply.oidc_traits``), without the client secret (the hub pod reads it from $OAUTH_CLIENT_SECRET,
     from a Secret)."""
-    from .hub.hubapply import oidc_traits
+    from ..hub.hubapply import oidc_traits
 
     if not cfg["auth"]["oidc"]["callback_url"]:
         raise RenderError("auth.oidc.callback_url: set it to the hub's public address + /hub/oauth_callback "
@@ -223,7 +224,7 @@ def _auth_values(cfg: PoseHubConfig, c) -> tuple[dict, dict]:
         config["JupyterHub"]["load_groups"] = jh["load_groups"]
     env: dict = {"POSEHUB_CONFIG": CONFIG_MOUNT}
     if cfg["auth"]["type"] == "oidc":  # the one-machine hub's settings, as data (hubapply.oidc_traits)
-        from .hub.hubapply import oidc_traits
+        from ..hub.hubapply import oidc_traits
 
         config["PoseHubOIDCAuthenticator"] = oidc_authenticator(cfg)
         config["JupyterHub"].update(_plain(oidc_traits(cfg)["JupyterHub"]))
@@ -250,7 +251,7 @@ def _db_values(cfg: PoseHubConfig) -> tuple[dict, dict]:
 def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str = "posehub",
                 release: str = HUB_RELEASE, dask_release: str = DASK_RELEASE) -> dict:
     """Values of the ``jupyterhub`` chart (Zero to JupyterHub) for this config."""
-    from .hub.hubapply import COST_SERVICE, CULLER_ROLE, DASK_SERVICE
+    from ..hub.hubapply import COST_SERVICE, CULLER_ROLE, DASK_SERVICE
 
     pod_data = hub_pod_config(cfg)
     c = _hubapply(validate(copy.deepcopy(pod_data), CONFIG_MOUNT))
@@ -293,7 +294,7 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
         "config": hub_config,
         "extraEnv": env,
         "extraFiles": {"posehub-config": {"mountPath": CONFIG_MOUNT, "data": pod_data}},
-        "extraConfig": {"posehub": "from posehub.hub.kubehub import apply_hub_pod\n\napply_hub_pod(c)\n"},
+        "extraConfig": {"posehub": "from posehub.k8s.hubpod import apply_hub_pod\n\napply_hub_pod(c)\n"},
         "services": services,
         "loadRoles": roles,
         "service": {"extraPorts": [{"name": "posehub-cost", "port": port, "targetPort": port}]},
@@ -352,7 +353,7 @@ def dask_cluster_config(cfg: PoseHubConfig, profile: dict, *, registry: str, tag
     """KubeClusterConfig overrides of a cluster with ``profile`` workers: the one-machine
     ``posehub.gateway.policy.cluster_config`` (cores, threads, memory, environment), with the
     profile's image instead of a local environment, limits, and the GPU node group for GPUs."""
-    from .gateway.policy import cluster_config
+    from ..gateway.policy import cluster_config
 
     conf = cluster_config(cfg, profile, dask_max_workers(cfg, profile))
     conf["environment"] = {k: v for k, v in conf["environment"].items()
@@ -391,7 +392,7 @@ def default_worker_profile(cfg: PoseHubConfig) -> dict:
 
 
 _OPTIONS_SNIPPET = '''\
-# PoseHub worker profiles, rendered by posehub.helm from posehub.yaml (change that file, not this).
+# PoseHub worker profiles, rendered by posehub.k8s.helm from posehub.yaml (change that file, not this).
 import copy as _copy
 
 from dask_gateway_server.options import Options as _Options, Select as _Select
@@ -443,7 +444,7 @@ def dask_gateway_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespac
     """Values of the ``dask-gateway`` chart (Kubernetes backend): JupyterHub auth with the token the
     jupyterhub chart made for the ``dask-gateway`` service, served under the hub's
     ``/services/dask-gateway``, workers of the default worker profile unless a cluster asks for another."""
-    from .hub.hubapply import DASK_SERVICE
+    from ..hub.hubapply import DASK_SERVICE
 
     default = dask_cluster_config(cfg, default_worker_profile(cfg), registry=registry, tag=tag)
     worker = {

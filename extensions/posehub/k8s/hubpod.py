@@ -1,4 +1,4 @@
-"""What runs in the hub pod on Kubernetes, from ``hub.extraConfig`` (rendered by ``posehub.helm``).
+"""What runs in the hub pod on Kubernetes, from ``hub.extraConfig`` (rendered by ``posehub.k8s.helm``).
 
 Zero to JupyterHub's own config sets KubeSpawner from the chart values first;
 :func:`apply_hub_pod` then adds what values cannot express: the profiles a user
@@ -16,14 +16,14 @@ import os
 
 from .. import profiles
 from ..config import PoseHubConfig
-from ..helm import DB_PASSWORD_ENV
+from .helm import DB_PASSWORD_ENV
 
 SERVICE_ENV_FROM_HUB = (DB_PASSWORD_ENV,)  # a managed service does not inherit the hub's environment
 
 
 async def effective_profiles(cfg: PoseHubConfig) -> list[dict]:
     """The profiles with admins' run-time settings (read from the ledger at each spawn, as on one machine)."""
-    from .costs import gate_for
+    from ..hub.costs import gate_for
 
     return await asyncio.to_thread(lambda: gate_for(cfg).reporter.profiles())
 
@@ -48,8 +48,8 @@ def budget_check(cfg: PoseHubConfig):
     and closes the server's ledger span (it reconciles with the servers the hub runs)."""
 
     async def pre_spawn_hook(spawner) -> None:
-        from .costs import gate_for
-        from .spawner import ProfileError
+        from ..hub.costs import gate_for
+        from ..hub.errors import ProfileError
 
         user = spawner.user
         groups = sorted(g.name for g in user.groups)
@@ -83,13 +83,13 @@ def apply_hub_pod(c, cfg: PoseHubConfig | None = None, environ=os.environ) -> No
     the budget gate, ``POSEHUB_PROFILE`` in servers, the PoseHub page templates and budget banner,
     the state folder, the database password for the cost service."""
     from ..config import load
-    from .hubapply import COST_SERVICE, TEMPLATES, budget_banner
+    from ..hub.hubapply import COST_SERVICE, TEMPLATES, budget_banner
 
     cfg = cfg or load()
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     offered = c.KubeSpawner.profile_list
     if not isinstance(offered, list):
-        raise RuntimeError("PoseHub: singleuser.profileList is not set (render the values with posehub.helm_cli)")
+        raise RuntimeError("PoseHub: singleuser.profileList is not set (render the values with `posehub helm render`)")
     c.KubeSpawner.profile_list = restrict_profiles(cfg, list(offered))
     c.KubeSpawner.pre_spawn_hook = budget_check(cfg)
     env = c.KubeSpawner.environment if isinstance(c.KubeSpawner.environment, dict) else {}
