@@ -51,23 +51,29 @@ def apply_proxy(c, cfg: PoseHubConfig):
     c.ConfigurableHTTPProxy.should_start = True
 
 
-def apply_auth(c, cfg: PoseHubConfig):
-    """``admins``, ``auth.local.*`` -> local accounts (NativeAuthenticator); ``auth.type: oidc`` ->
-    single sign-on (:func:`apply_oidc`)."""
-    if cfg["auth"]["type"] == "oidc":
-        return apply_oidc(c, cfg)
+def local_auth_traits(cfg: PoseHubConfig) -> dict[str, dict]:
+    """``admins``, ``auth.local.*`` as trait settings of local accounts (NativeAuthenticator), for both targets."""
     from .auth import admin_password_file
 
     local = cfg["auth"]["local"]
-    c.JupyterHub.authenticator_class = "posehub.hub.auth.PoseHubLocalAuthenticator"
-    c.Authenticator.username_pattern = USERNAME_PATTERN
-    c.Authenticator.admin_users = set(cfg.admins)
-    c.Authenticator.allow_all = True  # approval of local sign-ups is NativeAuthenticator's job
-    c.NativeAuthenticator.open_signup = local["open_signup"]
-    c.NativeAuthenticator.minimum_password_length = local["minimum_password_length"]
-    c.NativeAuthenticator.check_common_password = True
-    c.PoseHubLocalAuthenticator.bootstrap_passwords = {
-        name: str(admin_password_file(cfg.state_dir, cfg.admins, name)) for name in cfg.admins}
+    return {
+        "JupyterHub": {"authenticator_class": "posehub.hub.auth.PoseHubLocalAuthenticator"},
+        "Authenticator": {"username_pattern": USERNAME_PATTERN, "admin_users": set(cfg.admins),
+                          "allow_all": True},  # approval of local sign-ups is NativeAuthenticator's job
+        "NativeAuthenticator": {"open_signup": local["open_signup"],
+                                "minimum_password_length": local["minimum_password_length"],
+                                "check_common_password": True},
+        "PoseHubLocalAuthenticator": {"bootstrap_passwords": {
+            name: str(admin_password_file(cfg.state_dir, cfg.admins, name)) for name in cfg.admins}},
+    }
+
+
+def apply_auth(c, cfg: PoseHubConfig):
+    """``admins``, ``auth.local.*`` -> local accounts (:func:`local_auth_traits`); ``auth.type: oidc`` ->
+    single sign-on (:func:`apply_oidc`)."""
+    if cfg["auth"]["type"] == "oidc":
+        return apply_oidc(c, cfg)
+    set_traits(c, local_auth_traits(cfg))
 
 
 def set_traits(c, traits: dict[str, dict]) -> None:
@@ -125,14 +131,19 @@ def apply_oidc(c, cfg: PoseHubConfig):
     c.PoseHubOIDCAuthenticator.client_secret = client_secret(cfg)
 
 
-def apply_groups(c, cfg: PoseHubConfig):
-    """``groups.<name>.users`` -> JupyterHub groups, made at every start (local accounts only)."""
+def groups_traits(cfg: PoseHubConfig) -> dict[str, dict]:
+    """``groups.<name>.users`` -> JupyterHub groups, made at every start (local accounts only: with single
+    sign-on, membership comes from the identity provider at each sign-in, manage_groups)."""
     if cfg["auth"]["type"] == "oidc":
-        return  # membership comes from the identity provider at each sign-in (manage_groups)
+        return {}
     groups = {name: {"users": list(g["users"])} for name, g in cfg["groups"].items()}
     for name in cfg["costs"]["admin_groups"]:  # roles may only name groups that exist
         groups.setdefault(name, {"users": []})
-    c.JupyterHub.load_groups = groups
+    return {"JupyterHub": {"load_groups": groups}}
+
+
+def apply_groups(c, cfg: PoseHubConfig):
+    set_traits(c, groups_traits(cfg))
 
 
 def apply_spawner(c, cfg: PoseHubConfig):
@@ -203,10 +214,10 @@ def culler_service(cfg: PoseHubConfig) -> dict:
     }
 
 
-def apply_costs(c, cfg: PoseHubConfig):
-    """``costs.*``, ``dask.*`` and ``culling.*`` -> the hub's services (the cost reporter, Dask Gateway, the
-    idle culler), their roles, the cost admin scope, the budget banner; servers report their activity often
-    enough for the shortest idle limit."""
+def services_traits(cfg: PoseHubConfig) -> dict[str, dict]:
+    """``costs.*``, ``dask.*`` and ``culling.*`` as trait settings: the hub's services (the cost reporter, Dask
+    Gateway, the idle culler), their roles, the admin scope; servers report their activity often enough for the
+    shortest idle limit. The hub pod's values start from the same data (``posehub.k8s.helm``)."""
     costs = cfg["costs"]
     dask = cfg["dask"]["enabled"]
     services = [{
@@ -239,16 +250,21 @@ def apply_costs(c, cfg: PoseHubConfig):
         roles.append({"name": CULLER_ROLE, "services": [CULLER_SERVICE],
                       "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers",
                                  "admin:server_state"]})
-        c.JupyterHub.last_activity_interval = culling.activity_interval(culling.shortest_limit(cfg))
-    c.JupyterHub.services = services
-    c.JupyterHub.custom_scopes = {
+    hub = {"services": services, "custom_scopes": {
         COST_ADMIN_SCOPE: {"description": "Use PoseHub's admin page and its API: everyone's spend, budgets, who may "
                                           "use each profile, idle limits, group members."},
-    }
-    c.JupyterHub.load_roles = roles + [
+    }, "load_roles": roles + [
         {"name": "user", "scopes": ["self", *access]},
         {"name": "server", "scopes": ["users:activity!user", "access:servers!server", *access]},
-    ]
+    ]}
+    if cfg["culling"]["enabled"]:
+        hub["last_activity_interval"] = culling.activity_interval(culling.shortest_limit(cfg))
+    return {"JupyterHub": hub}
+
+
+def apply_costs(c, cfg: PoseHubConfig):
+    """:func:`services_traits`, and the budget banner of the hub's pages."""
+    set_traits(c, services_traits(cfg))
     c.JupyterHub.template_vars = {"posehub_budget": budget_banner(cfg), "posehub_cost_url": "/services/cost/"}
 
 

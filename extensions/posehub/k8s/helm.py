@@ -3,9 +3,9 @@
 Pure renderers: :func:`z2jh_values` and :func:`dask_gateway_values` read a loaded
 :class:`~posehub.config.PoseHubConfig` and return plain dicts (written as YAML by
 ``posehub.k8s.cli``); :func:`schema_errors` checks them against a chart's values
-schema. The one-machine wiring (``posehub.hub.hubapply``) is reused where it is pure:
-roles, scopes, groups and local accounts come from its ``apply_*`` functions, run
-on a traitlets ``Config`` instead of the hub's ``c``.
+schema. The one-machine wiring (``posehub.hub.hubapply``) is the one translation of the
+config: its ``*_traits`` functions return trait settings as data (``{section: {trait:
+value}}``), set on the hub's ``c`` on one machine and written into ``hub.config`` here.
 
 What values cannot express runs in the hub pod: ``posehub.k8s.hubpod.apply_hub_pod``,
 called by the one line of ``hub.extraConfig``, narrows ``c.KubeSpawner.profile_list``
@@ -172,18 +172,17 @@ def _plain(value):
     return value
 
 
-def _hubapply(pod_cfg: PoseHubConfig):
-    """The one-machine settings of auth, groups and services, as a traitlets Config."""
-    from traitlets.config import Config
+def hub_traits(pod_cfg: PoseHubConfig) -> dict[str, dict]:
+    """The one-machine hub's settings of auth, groups and services, as data (``posehub.hub.hubapply``'s
+    ``*_traits``, the one translation of the config for both targets), plain for YAML."""
+    from ..hub.hubapply import groups_traits, local_auth_traits, oidc_traits, services_traits
 
-    from ..hub.hubapply import apply_auth, apply_costs, apply_groups
-
-    c = Config()
-    if pod_cfg["auth"]["type"] == "local":  # apply_oidc reads the client secret: see oidc_authenticator
-        apply_auth(c, pod_cfg)
-    apply_groups(c, pod_cfg)
-    apply_costs(c, pod_cfg)
-    return c
+    traits: dict[str, dict] = {}
+    auth = oidc_traits(pod_cfg) if pod_cfg["auth"]["type"] == "oidc" else local_auth_traits(pod_cfg)
+    for part in (auth, groups_traits(pod_cfg), services_traits(pod_cfg)):
+        for section, values in part.items():
+            traits.setdefault(section, {}).update(values)
+    return _plain(traits)
 
 
 def oidc_authenticator(cfg: PoseHubConfig) -> dict:
@@ -215,23 +214,18 @@ def _pods(release: str, component: str) -> dict:
                                             "app.kubernetes.io/component": component}}}
 
 
-def _auth_values(cfg: PoseHubConfig, c) -> tuple[dict, dict]:
-    """``hub.config`` of the authenticator, groups and scopes, and the hub's environment for them."""
-    jh = _plain(c.JupyterHub)
-    config = {"JupyterHub": {"authenticator_class": jh.get("authenticator_class", ""),
-                             "custom_scopes": jh["custom_scopes"]}}
-    if "load_groups" in jh:
-        config["JupyterHub"]["load_groups"] = jh["load_groups"]
-    env: dict = {"POSEHUB_CONFIG": CONFIG_MOUNT}
-    if cfg["auth"]["type"] == "oidc":  # the one-machine hub's settings, as data (hubapply.oidc_traits)
-        from ..hub.hubapply import oidc_traits
+HUB_SERVICE_TRAITS = ("services", "load_roles", "last_activity_interval")  # hub.services, hub.loadRoles: by the chart
 
-        config["PoseHubOIDCAuthenticator"] = oidc_authenticator(cfg)
-        config["JupyterHub"].update(_plain(oidc_traits(cfg)["JupyterHub"]))
+
+def _auth_values(cfg: PoseHubConfig, traits: dict) -> tuple[dict, dict]:
+    """``hub.config`` (the authenticator, groups, scopes: :func:`hub_traits` less what the chart's own keys
+    carry), and the hub's environment for them."""
+    config = {section: {k: v for k, v in values.items() if not (section == "JupyterHub" and k in HUB_SERVICE_TRAITS)}
+              for section, values in traits.items()}
+    env: dict = {"POSEHUB_CONFIG": CONFIG_MOUNT}
+    if cfg["auth"]["type"] == "oidc":
+        config["PoseHubOIDCAuthenticator"] = oidc_authenticator(cfg)  # (checks the callback URL)
         env[OIDC_SECRET_ENV] = _secret_env(OIDC_SECRET)
-    else:
-        for section in ("Authenticator", "NativeAuthenticator", "PoseHubLocalAuthenticator"):
-            config[section] = _plain(c[section])
     return config, env
 
 
@@ -254,19 +248,19 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
     from ..hub.hubapply import COST_SERVICE, CULLER_ROLE, DASK_SERVICE
 
     pod_data = hub_pod_config(cfg)
-    c = _hubapply(validate(copy.deepcopy(pod_data), CONFIG_MOUNT))
-    hub_config, env = _auth_values(cfg, c)
+    traits = hub_traits(validate(copy.deepcopy(pod_data), CONFIG_MOUNT))
+    hub_config, env = _auth_values(cfg, traits)
     db, db_env = _db_values(cfg)
     env.update(db_env)
 
     # the cost service runs in the hub pod; the proxy and the servers reach it on the hub's Service
     port = cfg["costs"]["port"]
-    cost = next(s for s in _plain(c.JupyterHub.services) if s["name"] == COST_SERVICE)
+    cost = next(s for s in traits["JupyterHub"]["services"] if s["name"] == COST_SERVICE)
     services = {COST_SERVICE: {**{k: v for k, v in cost.items() if k != "name"},
                                "url": f"http://hub:{port}",
                                "command": ["python3", "-m", "posehub.costservice"],
                                "environment": {"POSEHUB_CONFIG": CONFIG_MOUNT}}}
-    roles = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in _plain(c.JupyterHub.load_roles)
+    roles = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in traits["JupyterHub"]["load_roles"]
              if r["name"] != CULLER_ROLE}  # the chart runs its own culler (cull_values)
     user_env: dict = {"POSEHUB_COST_URL": f"http://hub.{namespace}:{port}/services/cost/"}
     hub_pods = {"podSelector": {"matchLabels": {"component": "hub", "release": release}}}
