@@ -149,6 +149,16 @@ def test_admin_api_changes_apply_at_the_next_spawn_and_bad_input_changes_nothing
     ]
 
 
+def change_access(admin, action: str, group: str, reason: str):
+    """On the admin page: allow or remove ``group`` on the GPU profile, and wait for the page saying it is saved."""
+    gpu = admin.locator("tr[data-profile=gpu]")
+    gpu.locator("select[name=scope]").select_option("group")
+    gpu.locator(".access-form input[name=name]").fill(group)
+    gpu.locator(".access-form input[name=reason]").fill(reason)
+    gpu.locator(f"button[value={action}]").click()
+    admin.wait_for_selector("#form-saved")
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_admin_page_gives_staff_the_gpu_then_takes_it_back(hub):
@@ -175,12 +185,7 @@ def test_admin_page_gives_staff_the_gpu_then_takes_it_back(hub):
         assert admin.locator("#audit-table tbody tr").count() == changes
 
         # give group staff the GPU profile, then add bob to staff
-        gpu = admin.locator("tr[data-profile=gpu]")
-        gpu.locator("select[name=scope]").select_option("group")
-        gpu.locator(".access-form input[name=name]").fill("staff")
-        gpu.locator(".access-form input[name=reason]").fill("pose training")
-        gpu.locator("button[value=allow]").click()
-        admin.wait_for_selector("#form-saved")
+        change_access(admin, "allow", "staff", "pose training")
         assert admin.locator("tr[data-profile=gpu] .who").inner_text() == "groups staff"
         assert admin.locator("tr[data-profile=gpu] .access-source").inner_text().startswith("from admin page (by admin,")
         staff = admin.locator("tr[data-group=staff]")
@@ -204,12 +209,7 @@ def test_admin_page_gives_staff_the_gpu_then_takes_it_back(hub):
 
         # taken back while bob's page is open: his spawn is refused with a sentence
         admin.goto(f"{hub.url}/services/cost/admin")
-        gpu = admin.locator("tr[data-profile=gpu]")
-        gpu.locator("select[name=scope]").select_option("group")
-        gpu.locator(".access-form input[name=name]").fill("staff")
-        gpu.locator(".access-form input[name=reason]").fill("project over")
-        gpu.locator("button[value=remove]").click()
-        admin.wait_for_selector("#form-saved")
+        change_access(admin, "remove", "staff", "project over")
         assert admin.locator("tr[data-profile=gpu] .who").inner_text() == "admins only"
         bob.locator("#profile-gpu").check()
         bob.locator("form#spawn_form [type=submit], form [type=submit]").first.click()

@@ -119,17 +119,23 @@ def test_the_checks_can_fail(rendered):
         kubernetes_validate.validate(bad, helm.KUBERNETES_VERSION, strict=True)
 
 
-def hub_pod_cases(rendered, cases: list[dict]) -> list[dict]:
+def run_harness(rendered, script: str, chart: str, cases: list[dict]) -> list[dict]:
+    """Run ``tests/<script>`` (k8shub.py or k8sgateway.py) on the chart's manifests in a process of its own."""
     _, out, _, work = rendered
-    case_dir = work / f"hub-{len(list(work.glob('hub-*')))}"
+    case_dir = work / f"{chart}-{len(list(work.glob(f'{chart}-*')))}"
     case_dir.mkdir()
-    (case_dir / "manifests.yaml").write_text(yaml.safe_dump_all(out["jupyterhub"]))
+    (case_dir / "manifests.yaml").write_text(yaml.safe_dump_all(out[chart]))
     (case_dir / "cases.json").write_text(json.dumps(cases))
-    r = subprocess.run([sys.executable, str(REPO / "tests" / "k8shub.py"), str(case_dir / "manifests.yaml"),
-                        str(case_dir), str(case_dir / "cases.json"), str(case_dir / "out.json")],
+    workdir = [str(case_dir)] if script == "k8shub.py" else []
+    r = subprocess.run([sys.executable, str(REPO / "tests" / script), str(case_dir / "manifests.yaml"), *workdir,
+                        str(case_dir / "cases.json"), str(case_dir / "out.json")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((case_dir / "out.json").read_text())
+
+
+def hub_pod_cases(rendered, cases: list[dict]) -> list[dict]:
+    return run_harness(rendered, "k8shub.py", "jupyterhub", cases)
 
 
 def test_user_pods_of_each_profile_from_the_chart_config_and_kubespawner(rendered):
@@ -196,16 +202,7 @@ def test_chart_versions_are_pinned_in_one_place():
 
 
 def gateway_cases(rendered, cases: list[dict]) -> list[dict]:
-    _, out, _, work = rendered
-    case_dir = work / f"gateway-{len(list(work.glob('gateway-*')))}"
-    case_dir.mkdir()
-    (case_dir / "manifests.yaml").write_text(yaml.safe_dump_all(out["dask-gateway"]))
-    (case_dir / "cases.json").write_text(json.dumps(cases))
-    r = subprocess.run([sys.executable, str(REPO / "tests" / "k8sgateway.py"), str(case_dir / "manifests.yaml"),
-                        str(case_dir / "cases.json"), str(case_dir / "out.json")],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads((case_dir / "out.json").read_text())
+    return run_harness(rendered, "k8sgateway.py", "dask-gateway", cases)
 
 
 def test_dask_pods_from_the_gateway_chart_config_and_its_kubernetes_controller(rendered):
