@@ -105,6 +105,17 @@ def test_both_charts_render_and_every_manifest_is_valid_kubernetes(rendered):
         assert f"{chart}-{helm.CHART_VERSIONS[chart]}" in labels
 
 
+def test_image_pullers_pull_every_profile_image_on_gpu_nodes_too(rendered):
+    cfg, out, _, _ = rendered
+    pullers = [m for m in out["jupyterhub"] if m["kind"] == "DaemonSet" and "image-puller" in m["metadata"]["name"]]
+    assert {m["metadata"]["name"] for m in pullers} == {"hook-image-puller", "continuous-image-puller"}
+    images = {f"{REG}/posehub-{p['image']}:{TAG}" for p in cfg["profiles"]}
+    for m in pullers:
+        spec = m["spec"]["template"]["spec"]
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        assert images <= {c["image"] for c in spec["initContainers"]}
+
+
 def test_the_checks_can_fail(rendered):
     """A value the chart's schema refuses stops helm; a manifest with a wrong field fails validation."""
     cfg, out, dirs, work = rendered

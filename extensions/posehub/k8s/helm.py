@@ -299,6 +299,9 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
     return {
         "hub": hub,
         "cull": cull_values(cfg),
+        # the image pullers run on GPU nodes too, so a GPU node that the autoscaler adds pulls the (large) pose
+        # image before anyone waits for it inside the spawn timeout
+        "prePuller": {"extraTolerations": copy.deepcopy(GPU_TOLERATIONS)},
         "singleuser": {
             "image": split_image(image_ref(cfg, cfg["profiles"][0]["image"], registry, tag)),
             "defaultUrl": "/lab",
