@@ -12,6 +12,7 @@ import requests
 from browser import browser, login
 from cost_reports import profile_rules as rules
 from cost_reports.profile_rules import ADMINS_ONLY, OPEN, Access, ProfileSettings
+from kernel import Kernel
 from hubfixture import offered_profiles, spawn_form_xsrf, wait_for, wait_ready
 from test_cost_service import PASSWORD, cost_api, make_user, user_token, wait_cost_service
 
@@ -125,6 +126,38 @@ def test_admin_api_changes_apply_at_the_next_spawn_and_bad_input_changes_nothing
     wait_ready(hub, "bob")
     state = hub.api("GET", "/users/bob").json()["servers"][""]["state"]
     assert state["profile"] == "gpu" and state["idle_seconds"] == 2700.0
+    # from his own JupyterLab, with his server's token, bob can change none of it: not through the API, not in the
+    # ledger database where the settings live
+    before_attack = audit(hub)
+    kernel = Kernel.start(hub, "bob")
+    try:
+        r = kernel.execute(f"""
+import json, os, urllib.error, urllib.request
+for method, path, body in [("POST", "api/profiles/gpu/access", {{"action": "open"}}),
+                           ("PUT", "api/profiles/gpu/idle", {{"minutes": 10080}}),
+                           ("PUT", "api/groups/labadmins/members/bob", {{}}),
+                           ("PUT", "api/budgets/user/bob", {{"amount": 99999}})]:
+    req = urllib.request.Request(os.environ["POSEHUB_COST_URL"] + path, data=json.dumps(body).encode(), method=method,
+                                 headers={{"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"],
+                                          "Content-Type": "application/json"}})
+    try:
+        urllib.request.urlopen(req)
+        print(path, "changed")
+    except urllib.error.HTTPError as e:
+        print(path, e.code)
+try:
+    open({str(hub.state_dir / 'costs.sqlite')!r}, "rb").read(1)
+    print("ledger read")
+except PermissionError:
+    print("ledger denied")
+""")
+    finally:
+        kernel.shutdown()
+    assert r.status == "ok", r
+    assert r.stdout.split("\n")[:5] == ["api/profiles/gpu/access 403", "api/profiles/gpu/idle 403",
+                                        "api/groups/labadmins/members/bob 403", "api/budgets/user/bob 403",
+                                        "ledger denied"], r.stdout
+    assert audit(hub) == before_attack
     hub.api("DELETE", "/users/bob/server")
     wait_for(lambda: not hub.api("GET", "/users/bob").json()["servers"], timeout=60, what="bob's server to stop")
 
