@@ -47,9 +47,7 @@ def _reason(value) -> str:
 async def validate_budget_change(rep: CostReporter, directory, scope: str, name: str, amount, reason) -> api.BudgetChange:
     scope = api.scope(scope)
     users = await directory.refresh(force=True)
-    known = set(users) | set(rep.cfg["budgets"]["users"]) if scope == "user" else (
-        directory.groups() | set(rep.cfg["groups"]))
-    name = api.known_name(name, scope, known)
+    name = _known(rep, users, directory.groups(), scope, name)
     value = None if amount is None else api.amount(amount, f"budget of {scope} {name!r}")
     return api.BudgetChange(scope, name, value, _reason(reason))
 
@@ -257,7 +255,7 @@ async def change_member(rep: CostReporter, directory, hub: HubClient, group: str
                                      "admin to do it")
         await hub.remove_member(group, user)
         after = members - {user}
-    directory.at = 0.0  # the next read sees the new membership
+    directory.invalidate()  # the next read sees the new membership
     return await asyncio.to_thread(rep.settings.record, actor, f"{'add' if add else 'remove'} {user}", "group", group,
                                    _members(members), _members(after), reason)
 

@@ -40,6 +40,10 @@ class Directory:
                 self.set(await self.hub.users())
         return self.users
 
+    def invalidate(self) -> None:
+        """The next :meth:`refresh` asks the hub again (after a change made through it)."""
+        self.at = 0.0
+
     def groups(self) -> set[str]:
         return {g for u in self.users.values() for g in u.groups}
 
