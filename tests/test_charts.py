@@ -25,7 +25,8 @@ import yaml
 from posehub.k8s import cli as helm_cli
 from posehub.k8s import helm, nodes
 from posehub.config import load
-from test_deploy import NS, REG, TAG, write_config
+from hubfixture import free_port
+from test_deploy import HUB_ROLE, NS, REG, TAG, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 CHARTS = REPO.parent / "shared" / "charts"
@@ -64,7 +65,7 @@ def rendered(tmp_path_factory):
     """(config, {chart: [manifests]}, chart folders, workdir) for the embedded config with S3 buckets."""
     work = tmp_path_factory.mktemp("charts")
     cfg = load(write_config(work))
-    values = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS)
+    values = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS, hub_role_arn=HUB_ROLE)
     dirs = {chart: chart_copy(chart, work) for chart in values}
     out = {}
     for chart, release in (("jupyterhub", helm.HUB_RELEASE), ("dask-gateway", helm.DASK_RELEASE)):
@@ -119,7 +120,7 @@ def test_image_pullers_pull_every_profile_image_on_gpu_nodes_too(rendered):
 def test_the_checks_can_fail(rendered):
     """A value the chart's schema refuses stops helm; a manifest with a wrong field fails validation."""
     cfg, out, dirs, work = rendered
-    values = helm.z2jh_values(cfg, registry=REG, tag=TAG, namespace=NS)
+    values = helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE, namespace=NS)
     values["singleuser"]["profileList"] = "all of them"
     r = helm_template(dirs["jupyterhub"], "broken", values, work)
     assert r.returncode != 0 and "profileList" in r.stderr
@@ -247,3 +248,112 @@ def test_dask_pods_from_the_gateway_chart_config_and_its_kubernetes_controller(r
         # the scheduler is small and on any node: only workers take the profile's node type and GPUs
         assert "nvidia.com/gpu" not in scheduler["spec"]["containers"][0]["resources"].get("limits", {})
         assert helm.INSTANCE_TYPE_LABEL not in (scheduler["spec"].get("nodeSelector") or {})
+
+
+# ---------------------------------------------------------------- the users' buckets in their pods
+
+
+@pytest.fixture(scope="module")
+def storage_rendered(tmp_path_factory):
+    """The hub chart rendered for S3 buckets on a real S3/STS server (moto, on loopback): a read-only bucket
+    for everyone, a read-write one for the group staff, everyone's home prefix; objects of alice and bob."""
+    from s3server import MotoServer
+
+    work = tmp_path_factory.mktemp("pod-storage")
+    s3 = MotoServer(work).start()
+    try:
+        admin = s3.client("s3")
+        for b in ("lab-openfield", "lab-staff", "lab-homes"):
+            admin.create_bucket(Bucket=b)
+        admin.put_object(Bucket="lab-openfield", Key="video.mp4", Body=b"frames")
+        for user in ("alice", "bob"):
+            admin.put_object(Bucket="lab-homes", Key=f"{user}/secret.txt", Body=f"{user}'s".encode())
+        role = s3.role("posehub-users", {"Version": "2012-10-17",
+                                         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+        buckets = {"backend": "s3", "region": "us-east-1", "endpoint_url": s3.url,
+                   "hub_keys_file": str(s3.keys_file(work / "hub-keys")),
+                   "sts": {"role_arn": role, "credentials_port": free_port()}, "mount": {"timeout_seconds": 5},
+                   "shared": [{"name": "lab-openfield", "read_only": True},
+                              {"name": "lab-staff", "read_only": False, "groups": ["staff"]}],
+                   "home": {"name": "lab-homes"}}
+        cfg = load(write_config(work, buckets=buckets))
+        values = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS, hub_role_arn=HUB_ROLE)
+        r = helm_template(chart_copy("jupyterhub", work), helm.HUB_RELEASE, values["jupyterhub"], work)
+        assert r.returncode == 0, r.stderr
+        yield cfg, {"jupyterhub": [d for d in yaml.safe_load_all(r.stdout) if d]}, None, work, s3
+    finally:
+        s3.stop()
+
+
+@pytest.mark.skipif(shutil.which("s3fs") is None, reason="s3fs is not installed (make test installs it)")
+def test_user_pods_get_their_own_buckets_mounted_and_credentials_renewed_by_the_hub(storage_rendered):
+    """The hub pod's spawner (chart config + PoseHub hooks) gives each user's pod the posehub-storage sidecar with a
+    lease of that user only; the sidecar, run for real from the pod spec, fetches the credentials from the hub's
+    endpoint, mounts exactly that user's buckets (read-only ones read-only) and writes the manifest with which
+    posehub.storage works unchanged; once the server stops, the secret gets nothing."""
+    cfg, out, _, work, s3 = storage_rendered
+    hub = next(m for m in out["jupyterhub"] if m["kind"] == "Deployment" and m["metadata"]["name"] == "hub")
+    assert hub["spec"]["template"]["spec"]["serviceAccountName"] == "hub"
+    sa = next(m for m in out["jupyterhub"] if m["kind"] == "ServiceAccount" and m["metadata"]["name"] == "hub")
+    assert sa["metadata"]["annotations"][helm.IRSA_ANNOTATION] == HUB_ROLE
+    policies = {m["metadata"]["name"]: m for m in out["jupyterhub"] if m["kind"] == "NetworkPolicy"}
+    port = cfg["buckets"]["sts"]["credentials_port"]
+    assert any(p["port"] == port for rule in policies["hub"]["spec"]["ingress"] for p in rule.get("ports", []))
+    assert any(p["port"] == port for rule in policies["singleuser"]["spec"]["egress"] for p in rule.get("ports", []))
+
+    alice, bob = run_harness((cfg, out, None, work), "k8shub.py", "jupyterhub", [
+        {"user": "alice", "profile": "cpu-small", "storage": True},
+        {"user": "bob", "groups": ["staff"], "profile": "cpu-small", "storage": True}])
+    secrets = set()
+    for res, user, shared in ((alice, "alice", ["lab-openfield"]), (bob, "bob", ["lab-openfield", "lab-staff"])):
+        assert res["refused"] is None, res
+        pod = res["pod"]
+        kubernetes_validate.validate(pod, helm.KUBERNETES_VERSION, strict=True)
+        workspace, sidecar = pod["spec"]["containers"][0], pod["spec"]["containers"][1]
+        assert sidecar["name"] == "posehub-storage" and sidecar["image"] == f"{REG}/posehub-hub:{TAG}"
+        assert sidecar["securityContext"]["privileged"] is True
+        assert not (workspace.get("securityContext") or {}).get("privileged")
+        assert not pod["spec"].get("shareProcessNamespace")  # the workspace cannot read the sidecar's environment
+        assert pod["spec"].get("automountServiceAccountToken") is False  # and has no Kubernetes API token
+        side_env = {e["name"]: e["value"] for e in sidecar["env"]}
+        ws_env = {e["name"]: e.get("value") for e in workspace["env"]}
+        secret = side_env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
+        secrets.add(secret)
+        assert secret.split("=", 1)[1] not in json.dumps(workspace)  # the lease's secret: the sidecar's alone
+        assert ws_env["POSEHUB_STORAGE"] == "/run/posehub/storage.json"
+        mounts = {m["mountPath"]: m for m in workspace["volumeMounts"]}
+        assert mounts["/home/jovyan/buckets"]["mountPropagation"] == "HostToContainer"
+        assert mounts["/home/jovyan/home-bucket"]["mountPropagation"] == "HostToContainer"
+        assert mounts["/run/posehub"]["readOnly"] is True
+        planned = json.loads(side_env["POSEHUB_POD_BUCKETS"])
+        assert sorted(b["bucket"] for b in planned if b["kind"] == "shared") == shared
+        assert [b["prefix"] for b in planned if b["kind"] == "home"] == [f"{user}/"]
+
+        facts = res["storage"]
+        assert facts["mounted"] == sorted([f"buckets/{b}" for b in shared] + ["home-bucket"])
+        names = {e["name"]: e for e in facts["manifest"]["buckets"]}
+        assert sorted(names) == sorted([*shared, "home"])
+        assert all(e["mounted"] and e["credentials"]["session_token"] for e in names.values())
+        assert names["lab-openfield"]["read_only"] and facts["read_only_write"] == "Read-only file system"
+        assert facts["read_only_listing"] == ["video.mp4"]
+        # the home mount is the user's prefix only; Python reaches the same prefix with the renewed credentials
+        assert facts["home_listing"] == ["from-mount.txt", "secret.txt"]
+        assert facts["python_home"] == ["from-mount.txt", "from-python.txt", "secret.txt"]
+        assert s3.objects("lab-homes", f"{user}/")[f"{user}/from-python.txt"] == f"{user} via posehub.storage".encode()
+        assert facts["left_mounted"] == []  # the sidecar unmounts when the pod stops
+        assert "403" in res["after_stop"] and res["state_after_stop"] is None
+    assert len(secrets) == 2
+    assert sorted(s3.objects("lab-openfield")) == ["video.mp4"]  # nothing written to the read-only bucket
+    assert sorted(s3.objects("lab-homes", "alice/")) == ["alice/from-mount.txt", "alice/from-python.txt",
+                                                         "alice/secret.txt"]
+
+
+def test_buckets_that_pods_cannot_have_are_refused(tmp_path):
+    base = {"backend": "s3", "region": "us-east-1", "sts": {"role_arn": "arn:aws:iam::123456789012:role/u"},
+            "shared": [{"name": "lab-openfield", "keys_env": "LAB"}], "home": {"name": "lab-homes"}}
+    with pytest.raises(helm.RenderError, match=r"buckets \(lab-openfield\): static keys"):
+        helm_cli.render(load(write_config(tmp_path, buckets=base)), registry=REG, tag=TAG, namespace=NS,
+                        hub_role_arn=HUB_ROLE)
+    base["shared"][0].pop("keys_env")
+    with pytest.raises(helm.RenderError, match="--hub-role-arn"):
+        helm_cli.render(load(write_config(tmp_path, buckets=base)), registry=REG, tag=TAG, namespace=NS)

@@ -27,6 +27,7 @@ from posehub.config import DEFAULT_CONFIG, load
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO.parent / "shared" / "schemas"
 REG, TAG, NS = "ghcr.io/posehub", "0.1.0", "posehub"
+HUB_ROLE = "arn:aws:iam::123456789012:role/posehub-hub"  # terraform's hub_role_arn: issues users' S3 credentials
 OIDC_SECRET_VALUE = "oidc-s3cret-value"
 DB_PASSWORD = "db-pa55word"
 
@@ -35,7 +36,7 @@ needs_schemas = pytest.mark.skipif(not (SCHEMAS / "z2jh-values.schema.yaml").exi
 
 
 def render(cfg) -> tuple[dict, dict]:
-    return (helm.z2jh_values(cfg, registry=REG, tag=TAG, namespace=NS),
+    return (helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE, namespace=NS),
             helm.dask_gateway_values(cfg, registry=REG, tag=TAG, namespace=NS))
 
 
@@ -230,14 +231,14 @@ def test_oidc_needs_a_callback_url(tmp_path, monkeypatch):
     cfg = load(write_config(tmp_path, groups={}, auth={"type": "oidc", "oidc": {
         "institution_name": "U", "issuer_url": "https://login.example.edu", "client_id": "c", "client_secret_env": "S"}}))
     with pytest.raises(helm.RenderError, match=r"^auth\.oidc\.callback_url: set it"):
-        helm.z2jh_values(cfg, registry=REG, tag=TAG)
+        helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)
 
 
 def test_postgres_hub_needs_a_postgres_ledger(tmp_path):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     cfg = load(write_config(tmp_path, hub={**raw["hub"], "db_url": "postgresql+psycopg://hub@db/hub"}))
     with pytest.raises(helm.RenderError, match=r"^costs\.db_url: "):
-        helm.z2jh_values(cfg, registry=REG, tag=TAG)
+        helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)
 
 
 def test_node_allocatable_follows_eks_reserves_and_too_large_profiles_are_refused(tmp_path):
@@ -250,7 +251,7 @@ def test_node_allocatable_follows_eks_reserves_and_too_large_profiles_are_refuse
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     big = [dict(raw["profiles"][0], slug="huge", cpu=16, memory="4G", aws_instance_type="t3.medium")]
     with pytest.raises(helm.RenderError) as err:
-        helm.z2jh_values(load(write_config(tmp_path, profiles=raw["profiles"] + big)), registry=REG, tag=TAG)
+        helm.z2jh_values(load(write_config(tmp_path, profiles=raw["profiles"] + big)), registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)
     assert str(err.value) == ("profiles[huge]: 16 CPU, 4G and 0 GPU(s) do not fit a t3.medium (2 vCPU, 4 GiB, 0 GPU(s)): "
                               "make the profile smaller or pick a larger aws_instance_type")
 
@@ -258,7 +259,7 @@ def test_node_allocatable_follows_eks_reserves_and_too_large_profiles_are_refuse
 def test_local_buckets_are_refused_for_kubernetes(tmp_path):
     cfg = load(DEFAULT_CONFIG)  # make up's: buckets are folders on the machine
     with pytest.raises(helm.RenderError) as err:
-        helm.z2jh_values(cfg, registry=REG, tag=TAG)
+        helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)
     assert str(err.value) == (
         "buckets.backend: 'local' keeps the buckets (openfield-demo, posehub-home) as folders on one machine, which "
         "no pod can reach; on Kubernetes use 'backend: s3' with S3 buckets (deploy/README.md), or remove "
@@ -268,12 +269,12 @@ def test_local_buckets_are_refused_for_kubernetes(tmp_path):
                         "--out", str(out), "--registry", REG, "--tag", TAG], capture_output=True, text=True)
     assert r.returncode == 2 and "buckets.backend: 'local' keeps the buckets" in r.stderr and not out.exists()
     no_buckets = load(write_config(tmp_path, buckets={"backend": "local", "shared": []}))
-    assert helm.z2jh_values(no_buckets, registry=REG, tag=TAG)["hub"]
+    assert helm.z2jh_values(no_buckets, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)["hub"]
 
 
 def test_dask_disabled_renders_no_gateway(tmp_path):
     cfg = load(write_config(tmp_path, dask={"enabled": False}))
-    out = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS)
+    out = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS, hub_role_arn=HUB_ROLE)
     assert list(out) == ["jupyterhub"]
     jh = out["jupyterhub"]
     assert "dask-gateway" not in jh["hub"]["services"]
@@ -372,8 +373,16 @@ def test_schema_errors_merge_over_the_defaults_like_helm():
 
 
 def spawner(name, groups=(), admin=False, profile=None):
+    """What the hooks read of a spawner (the real PoseHubKubeSpawner's storage: test_charts); ``prepared`` counts
+    the storage preparations, which follow an allowed spawn only."""
     user = SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups], admin=admin)
-    return SimpleNamespace(user=user, user_options={"profile": profile} if profile else {}, environment={})
+    fake = SimpleNamespace(user=user, user_options={"profile": profile} if profile else {}, environment={}, prepared=0)
+
+    async def prepare_storage():
+        fake.prepared += 1
+
+    fake.prepare_storage = prepare_storage
+    return fake
 
 
 def test_hub_pod_offers_only_allowed_profiles(tmp_path):
@@ -406,7 +415,11 @@ def test_hub_pod_budget_and_access_checks(tmp_path):
         (tmp_path / folder).mkdir(exist_ok=True)
         cfg = load(write_config(tmp_path / folder, budgets=budgets))
         (tmp_path / folder / "state").mkdir(exist_ok=True)
-        asyncio.run(kubehub.budget_check(cfg)(spawner(*args, **kwargs)))
+        s = spawner(*args, **kwargs)
+        try:
+            asyncio.run(kubehub.budget_check(cfg)(s))
+        finally:
+            assert s.prepared == (0 if s.environment == {} else 1)
 
     small = {"default": 0.15, "groups": {"staff": 100}}
     check("a", small, "alice", profile="cpu-small")  # a $0.10 block fits $0.15
@@ -427,7 +440,7 @@ def test_apply_hub_pod(tmp_path):
     from traitlets.config import Config
 
     cfg = load(write_config(tmp_path))
-    values = helm.z2jh_values(cfg, registry=REG, tag=TAG)
+    values = helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)
     c = Config()
     with pytest.raises(RuntimeError, match="singleuser.profileList is not set"):
         kubehub.apply_hub_pod(c, cfg, environ={})
@@ -450,7 +463,8 @@ def test_apply_hub_pod(tmp_path):
 def test_cli_renders_both_files(tmp_path, embedded, capsys):
     out = tmp_path / "rendered"
     assert helm_cli.main(["render", "--config", str(embedded.path), "--out", str(out),
-                          "--registry", REG, "--tag", TAG, "--namespace", NS]) == 0
+                          "--registry", REG, "--tag", TAG, "--namespace", NS,
+                          "--hub-role-arn", HUB_ROLE]) == 0
     jh, dg = render(embedded)
     assert yaml.safe_load((out / "jupyterhub-values.yaml").read_text()) == jh
     assert yaml.safe_load((out / "dask-gateway-values.yaml").read_text()) == dg
@@ -482,7 +496,7 @@ def test_cli_bad_input_exits_2_with_a_clear_message(tmp_path, capsys):
 def test_cli_validate_reports_a_violation(tmp_path, capsys):
     out = tmp_path / "rendered"
     assert helm_cli.main(["render", "--config", str(write_config(tmp_path)), "--out", str(out), "--registry", REG,
-                          "--tag", TAG]) == 0
+                          "--tag", TAG, "--hub-role-arn", HUB_ROLE]) == 0
     values = yaml.safe_load((out / "jupyterhub-values.yaml").read_text())
     values["singleuser"]["profileList"] = "all of them"
     (out / "jupyterhub-values.yaml").write_text(yaml.safe_dump(values))
@@ -541,11 +555,17 @@ def test_readme_names_the_secrets_and_releases():
 
 
 def test_kubernetes_code_imports_nothing_of_the_one_machine_spawner():
+    """posehub.k8s shares the pure plans and the storage mechanics (s3plan, s3creds, s3broker, mounts) but nothing
+    of how one machine runs servers: its spawner, system accounts, control groups."""
     import ast
 
-    one_machine = {"spawner", "accounts", "cgroups", "isolation", "workspace", "mounts", "s3broker"}
+    one_machine = {f"posehub.hub.{m}" for m in ("spawner", "accounts", "cgroups", "isolation", "homefiles", "limits")}
     for path in (REPO / "extensions" / "posehub" / "k8s").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
-                parts = set((node.module or "").split(".")) | {a.name for a in node.names}
-                assert not parts & one_machine, f"{path.name} imports {node.module}: {sorted(parts & one_machine)}"
+                base = ["posehub", "k8s"][: max(0, 2 - node.level + 1)] if node.level else []
+                module = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+                names = {module, *(f"{module}.{a.name}" for a in node.names)}
+                assert not names & one_machine, f"{path.name} imports {sorted(names & one_machine)}"
+            elif isinstance(node, ast.Import):
+                assert not {a.name for a in node.names} & one_machine, f"{path.name}: {ast.dump(node)}"

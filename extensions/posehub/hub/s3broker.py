@@ -110,8 +110,10 @@ def lookup(secret: str) -> Lease | None:
 
 class CredentialsHandler(web.RequestHandler):
     def get(self):
-        # s3fs on this machine only: nothing forwarded by the proxy, nothing from another address
-        if "X-Forwarded-For" in self.request.headers or not is_loopback(self.request.remote_ip or ""):
+        # nothing forwarded by a proxy; on one machine, s3fs on this machine only (on Kubernetes, pods' sidecars:
+        # the network policy admits the servers' and Dask pods, and a lease's secret is what counts)
+        remote_ok = self.settings.get("posehub_remote", False)
+        if "X-Forwarded-For" in self.request.headers or not (remote_ok or is_loopback(self.request.remote_ip or "")):
             raise web.HTTPError(404)
         lease = lookup(self.get_query_argument("token", ""))
         if lease is None:
@@ -140,15 +142,17 @@ def base_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def serve(port: int) -> str:
-    """Serve the endpoint on 127.0.0.1:``port`` in this process (once; call it on the hub's event loop)."""
+def serve(port: int, address: str = "127.0.0.1") -> str:
+    """Serve the endpoint on ``address``:``port`` in this process (once; call it on the event loop): loopback on
+    one machine; every address in a Kubernetes pod (the hub's, the gateway's), for the sidecars of other pods."""
     if port not in _servers:
-        app = web.Application([(S3FS_CREDENTIALS_PATH, CredentialsHandler)], log_function=_log_request)
+        app = web.Application([(S3FS_CREDENTIALS_PATH, CredentialsHandler)], log_function=_log_request,
+                              posehub_remote=not is_loopback(address))
         server = httpserver.HTTPServer(app)
         try:
-            server.listen(port, "127.0.0.1")
+            server.listen(port, address)
         except OSError as e:
-            raise BrokerError(f"the S3 credential endpoint cannot listen on 127.0.0.1:{port} ({e.strerror}): "
+            raise BrokerError(f"the S3 credential endpoint cannot listen on {address}:{port} ({e.strerror}): "
                               "set buckets.sts.credentials_port to a free port") from None
         _servers[port] = server
     return base_url(port)

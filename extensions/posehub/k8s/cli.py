@@ -1,7 +1,7 @@
 """Render and check the Helm values of the Kubernetes deployment (``deploy/``).
 
     python -m posehub.k8s.cli render --config hub_config/posehub.yaml --out deploy/rendered \\
-        --registry ghcr.io/posehub --tag 0.1.0 [--namespace posehub]
+        --registry ghcr.io/posehub --tag 0.1.0 [--namespace posehub] [--hub-role-arn ARN]
     python -m posehub.k8s.cli validate --schemas ../shared/schemas [--dir deploy/rendered]
 
 ``render`` writes ``jupyterhub-values.yaml`` and ``dask-gateway-values.yaml``
@@ -45,9 +45,10 @@ def dump(values: dict) -> str:
     return yaml.dump(values, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=110, allow_unicode=True)
 
 
-def render(cfg, *, registry: str, tag: str, namespace: str) -> dict[str, dict]:
+def render(cfg, *, registry: str, tag: str, namespace: str, hub_role_arn: str = "") -> dict[str, dict]:
     """{chart: values} for this config."""
-    out = {"jupyterhub": helm.z2jh_values(cfg, registry=registry, tag=tag, namespace=namespace)}
+    out = {"jupyterhub": helm.z2jh_values(cfg, registry=registry, tag=tag, namespace=namespace,
+                                          hub_role_arn=hub_role_arn)}
     if cfg["dask"].get("enabled", True):
         out["dask-gateway"] = helm.dask_gateway_values(cfg, registry=registry, tag=tag, namespace=namespace)
     return out
@@ -55,7 +56,8 @@ def render(cfg, *, registry: str, tag: str, namespace: str) -> dict[str, dict]:
 
 def cmd_render(args) -> int:
     cfg = load(args.config)  # ConfigError -> exit 2 in main()
-    rendered = render(cfg, registry=args.registry, tag=args.tag, namespace=args.namespace)
+    rendered = render(cfg, registry=args.registry, tag=args.tag, namespace=args.namespace,
+                      hub_role_arn=args.hub_role_arn)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for chart, values in rendered.items():
@@ -108,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--registry", required=True, help="where the images are pushed, e.g. ghcr.io/posehub")
     r.add_argument("--tag", required=True, help="tag of the posehub-{base,pose,hub} images")
     r.add_argument("--namespace", default="posehub", help="Kubernetes namespace of both releases (default: %(default)s)")
+    r.add_argument("--hub-role-arn", default="", help="IAM role of the hub's and the gateway's service accounts, which "
+                                                      "issue users' S3 credentials (terraform output hub_role_arn); "
+                                                      "needed with S3 buckets")
     r.set_defaults(func=cmd_render)
     v = sub.add_parser("validate", help="check rendered values against the charts' values schemas")
     v.add_argument("--schemas", required=True, help="folder with z2jh-values.schema.yaml, dask-gateway-values.schema.yaml "

@@ -30,7 +30,7 @@ import yaml
 
 from .. import profiles
 from ..config import PoseHubConfig, format_path, validate
-from . import nodes
+from . import nodes, podstorage
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_SELECTOR = {"posehub.org/node-purpose": "gpu"}
@@ -52,6 +52,7 @@ CHARTS = {"jupyterhub": "z2jh", "dask-gateway": "dask-gateway"}  # chart -> file
 # them), the hub image (deploy/hub/Dockerfile's k8s-hub tag) and deploy/README.md are checked against them.
 CHART_VERSIONS = {"jupyterhub": "4.2.0", "dask-gateway": "2026.3.0"}
 KUBERNETES_VERSION = "1.31"  # deploy/terraform's default; manifests are validated against it
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"  # a service account's IAM role (IRSA)
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"  # well-known label: a profile runs on its priced type
 PROFILE_LABEL = "posehub.org/profile"  # on every user pod: what its cost is attributed to (with the chart's username)
 USER_ANNOTATION = "posehub.org/user"  # on Dask pods: whose they are (a hub name need not be a valid label value)
@@ -242,12 +243,32 @@ def _db_values(cfg: PoseHubConfig) -> tuple[dict, dict]:
     return db, ({DB_PASSWORD_ENV: _secret_env(DB_SECRET)} if hub_pw or ledger_pw else {})
 
 
+def storage_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str, hub_role_arn: str) -> dict:
+    """What the hub pod needs to give servers their buckets (``posehub.k8s.spawner``): its environment, the port
+    of its credential endpoint, and the IAM role of its service account (IRSA); {} without buckets."""
+    try:
+        podstorage.check(cfg)
+    except podstorage.PodStorageError as e:
+        raise RenderError(str(e)) from None
+    b = cfg["buckets"]
+    if b["backend"] != "s3" or not (b["shared"] or b.get("home")):
+        return {}
+    if not hub_role_arn:
+        raise RenderError("--hub-role-arn: the hub (and the Dask gateway) assume buckets.sts.role_arn for each server "
+                          "with the IAM role of their service accounts: give terraform's `hub_role_arn` output")
+    port = b["sts"]["credentials_port"]
+    return {"port": port, "role_arn": hub_role_arn,
+            "env": {podstorage.SIDECAR_IMAGE_ENV: image_ref_hub(registry, tag),
+                    podstorage.CREDENTIALS_URL_ENV: f"http://hub.{namespace}:{port}"}}
+
+
 def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str = "posehub",
-                release: str = HUB_RELEASE, dask_release: str = DASK_RELEASE) -> dict:
+                release: str = HUB_RELEASE, dask_release: str = DASK_RELEASE, hub_role_arn: str = "") -> dict:
     """Values of the ``jupyterhub`` chart (Zero to JupyterHub) for this config."""
     from ..hub.hubapply import COST_SERVICE, CULLER_ROLE, DASK_SERVICE
 
     pod_data = hub_pod_config(cfg)
+    storage = storage_values(cfg, registry=registry, tag=tag, namespace=namespace, hub_role_arn=hub_role_arn)
     traits = hub_traits(validate(copy.deepcopy(pod_data), CONFIG_MOUNT))
     hub_config, env = _auth_values(cfg, traits)
     db, db_env = _db_values(cfg)
@@ -283,6 +304,15 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
                             "from": [_pods(dask_release, "gateway")]})
         user_egress.append({"to": [_pods(dask_release, "traefik")], "ports": [{"port": 8000, "protocol": "TCP"}]})
 
+    extra_ports = [{"name": "posehub-cost", "port": port, "targetPort": port}]
+    if storage:  # the servers' sidecars fetch their credentials from the hub
+        env.update(storage["env"])
+        sport = storage["port"]
+        extra_ports.append({"name": "posehub-s3", "port": sport, "targetPort": sport})
+        hub_ingress.append({"ports": [{"port": sport, "protocol": "TCP"}],
+                            "from": [{"podSelector": {"matchLabels": SINGLEUSER_LABELS}}]})
+        user_egress.append({"to": [hub_pods], "ports": [{"port": sport, "protocol": "TCP"}]})
+
     hub = {
         "image": split_image(image_ref_hub(registry, tag)),
         "config": hub_config,
@@ -291,9 +321,11 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
         "extraConfig": {"posehub": "from posehub.k8s.hubpod import apply_hub_pod\n\napply_hub_pod(c)\n"},
         "services": services,
         "loadRoles": roles,
-        "service": {"extraPorts": [{"name": "posehub-cost", "port": port, "targetPort": port}]},
+        "service": {"extraPorts": extra_ports},
         "networkPolicy": {"ingress": hub_ingress},
     }
+    if storage:
+        hub["serviceAccount"] = {"annotations": {IRSA_ANNOTATION: storage["role_arn"]}}
     if db:
         hub["db"] = db
     return {

@@ -18,7 +18,20 @@ from .. import profiles
 from ..config import PoseHubConfig
 from .helm import DB_PASSWORD_ENV
 
-SERVICE_ENV_FROM_HUB = (DB_PASSWORD_ENV,)  # a managed service does not inherit the hub's environment
+SERVICE_ENV_FROM_HUB = (DB_PASSWORD_ENV,)
+SPAWNER = "posehub.k8s.spawner.PoseHubKubeSpawner"  # KubeSpawner with the user's buckets  # a managed service does not inherit the hub's environment
+
+
+def template_literal(value):
+    """``value`` as KubeSpawner must be given it to keep it as it is: KubeSpawner expands ``{name}``-style templates
+    in the strings of environments, containers and volumes, so braces (JSON's) are doubled."""
+    if isinstance(value, str):
+        return value.replace("{", "{{").replace("}", "}}")
+    if isinstance(value, list):
+        return [template_literal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: template_literal(v) for k, v in value.items()}
+    return value
 
 
 async def effective_profiles(cfg: PoseHubConfig) -> list[dict]:
@@ -67,8 +80,8 @@ def budget_check(cfg: PoseHubConfig):
 
             env = spawner.environment if isinstance(spawner.environment, dict) else {}
             value = profiles_env(cfg, user.name, groups, bool(user.admin))
-            # KubeSpawner expands {name}-style templates in environment values: JSON's braces are doubled
-            spawner.environment = {**env, WORKER_PROFILES_ENV: value.replace("{", "{{").replace("}", "}}")}
+            spawner.environment = {**env, WORKER_PROFILES_ENV: template_literal(value)}
+        await spawner.prepare_storage()  # (posehub.k8s.spawner) the user's buckets, once the spawn is allowed
 
     return pre_spawn_hook
 
@@ -90,6 +103,7 @@ def apply_hub_pod(c, cfg: PoseHubConfig | None = None, environ=os.environ) -> No
     offered = c.KubeSpawner.profile_list
     if not isinstance(offered, list):
         raise RuntimeError("PoseHub: singleuser.profileList is not set (render the values with `posehub helm render`)")
+    c.JupyterHub.spawner_class = SPAWNER
     c.KubeSpawner.profile_list = restrict_profiles(cfg, list(offered))
     c.KubeSpawner.pre_spawn_hook = budget_check(cfg)
     env = c.KubeSpawner.environment if isinstance(c.KubeSpawner.environment, dict) else {}
