@@ -165,6 +165,20 @@ async def run_case(c, case: dict, workdir: Path) -> dict:
     out = {"offered": offered, "refused": None, "pod": pod}
     if case.get("storage"):
         out["storage"] = await asyncio.to_thread(storage_facts, pod, workdir, case["user"])
+        if case.get("restart"):  # the hub restarts: its leases are gone from memory, its database keeps the state
+            from posehub.hub import s3broker
+
+            state = spawner.get_state()
+            s3broker._leases.clear()
+            out["after_restart"] = [await asyncio.to_thread(fetch_again, pod)]
+            spawner = spawner_class(c)(config=c, user=spawner.user, _mock=True)
+            spawner.load_state(state)
+            spawner._lease.start_renewal()  # what poll() does for a server found running
+            for _ in range(100):
+                if spawner._lease.lease.credentials is not None:
+                    break
+                await asyncio.sleep(0.1)
+            out["after_restart"].append(await asyncio.to_thread(fetch_again, pod))
         spawner.release_storage()  # what stop() does once the pod is gone (no API server here to delete it)
         out["after_stop"] = await asyncio.to_thread(fetch_again, pod)
         out["state_after_stop"] = spawner.get_state().get("storage")

@@ -303,7 +303,7 @@ def test_user_pods_get_their_own_buckets_mounted_and_credentials_renewed_by_the_
 
     alice, bob = run_harness((cfg, out, None, work), "k8shub.py", "jupyterhub", [
         {"user": "alice", "profile": "cpu-small", "storage": True},
-        {"user": "bob", "groups": ["staff"], "profile": "cpu-small", "storage": True}])
+        {"user": "bob", "groups": ["staff"], "profile": "cpu-small", "storage": True, "restart": True}])
     secrets = set()
     for res, user, shared in ((alice, "alice", ["lab-openfield"]), (bob, "bob", ["lab-openfield", "lab-staff"])):
         assert res["refused"] is None, res
@@ -343,6 +343,8 @@ def test_user_pods_get_their_own_buckets_mounted_and_credentials_renewed_by_the_
         assert facts["left_mounted"] == []  # the sidecar unmounts when the pod stops
         assert "403" in res["after_stop"] and res["state_after_stop"] is None
     assert len(secrets) == 2
+    # after a hub restart the sidecar's secret answers again once the hub has renewed the lease from its state
+    assert "403" in bob["after_restart"][0] and bob["after_restart"][1] == "answered"
     assert sorted(s3.objects("lab-openfield")) == ["video.mp4"]  # nothing written to the read-only bucket
     assert sorted(s3.objects("lab-homes", "alice/")) == ["alice/from-mount.txt", "alice/from-python.txt",
                                                          "alice/secret.txt"]

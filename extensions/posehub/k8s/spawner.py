@@ -13,17 +13,14 @@ sidecar still has the secret) and renewal resumes from ``poll()``. Stopping the 
 
 from __future__ import annotations
 
-import asyncio
 import os
-from datetime import datetime, timezone
 
 from kubespawner import KubeSpawner
 from traitlets import Dict, Unicode
 
 from ..config import PoseHubConfig, load
-from ..hub import s3broker, s3creds
-from . import podstorage
 from .hubpod import template_literal
+from .leases import PodLease
 
 _configs: dict[str, PoseHubConfig] = {}
 
@@ -47,64 +44,32 @@ class PoseHubKubeSpawner(KubeSpawner):
     storage_state = Dict(help="The running server's credential lease (its secret's SHA-256, the groups it was "
                               "planned for), kept across hub restarts.")
 
-    _lease: s3broker.Lease | None = None
-    _renewal: asyncio.Future | None = None
+    _lease: PodLease | None = None
 
     @property
     def posehub(self) -> PoseHubConfig:
         return posehub_config(self.posehub_config_file)
 
-    # ------------------------------------------------------------ storage of a new server
-
     async def prepare_storage(self) -> None:
         """The sidecar, volumes and environment of the user's buckets, and the lease behind them."""
         self.release_storage()
-        cfg = self.posehub
         groups = sorted(g.name for g in self.user.groups)
-        accesses = podstorage.accesses(cfg, self.user.name, groups)
-        if not accesses:
+        lease = await PodLease.issue(self.posehub, self.user.name, groups, self.log)
+        if lease is None:
             return
-        port = cfg["buckets"]["sts"]["credentials_port"]
-        s3broker.serve(port, "0.0.0.0")  # noqa: S104 - the pod network; the network policy admits user pods only
-        lease = s3broker.Lease(self.user.name, role_arn=cfg["buckets"]["sts"]["role_arn"])
-        issued = datetime.now(timezone.utc)
-        try:
-            creds = await asyncio.to_thread(s3creds.assume_role, cfg, self.user.name, accesses,
-                                            cfg["buckets"]["mount"]["timeout_seconds"])
-            lease.set(creds, issued)
-        except s3creds.CredentialsError as e:  # the sidecar waits; renewal keeps trying (as on one machine)
-            self.log.error("storage of %s: %s; the server starts, its buckets once STS answers", self.user.name, e)
-        pieces = template_literal(podstorage.pod_pieces(
-            cfg, self.user.name, groups, image=os.environ.get(podstorage.SIDECAR_IMAGE_ENV, ""),
-            endpoint=os.environ.get(podstorage.CREDENTIALS_URL_ENV, ""), secret=lease.secret))
-        s3broker.register(lease)
         self._lease = lease
-        self.storage_state = {"digest": lease.digest, "groups": groups}
+        self.storage_state = {"digest": lease.lease.digest, "groups": lease.groups}
+        pieces = template_literal(lease.pieces())
         self.extra_containers = _merged(self.extra_containers, pieces["containers"])
         self.volumes = _merged(self.volumes, pieces["volumes"])
         self.volume_mounts = _merged(self.volume_mounts, pieces["volume_mounts"])
         env = self.environment if isinstance(self.environment, dict) else {}
         self.environment = {**env, **pieces["env"]}
-        self._start_renewal()
-
-    def _fetch_credentials(self) -> s3creds.Credentials:
-        """New STS credentials for the buckets the server was started with (in a thread)."""
-        cfg = self.posehub
-        accesses = podstorage.accesses(cfg, self.user.name, self.storage_state.get("groups", []))
-        return s3creds.assume_role(cfg, self.user.name, accesses, cfg["buckets"]["mount"]["timeout_seconds"])
-
-    def _start_renewal(self) -> None:
-        if self._lease is not None and self._renewal is None:
-            # nothing to publish: the sidecar asks the endpoint
-            self._renewal = asyncio.ensure_future(
-                s3broker.keep_renewed(self._lease, self._fetch_credentials, lambda _creds: None, self.log))
+        lease.start_renewal()
 
     def release_storage(self) -> None:
-        if self._renewal is not None:
-            self._renewal.cancel()
-            self._renewal = None
         if self._lease is not None:
-            s3broker.unregister(self._lease)
+            self._lease.end()
             self._lease = None
         self.storage_state = {}
 
@@ -118,9 +83,8 @@ class PoseHubKubeSpawner(KubeSpawner):
         status = await super().poll()
         if status is not None:
             self.release_storage()
-        elif self._lease is not None and self._renewal is None:  # running after a hub restart
-            s3broker.serve(self.posehub["buckets"]["sts"]["credentials_port"], "0.0.0.0")  # noqa: S104
-            self._start_renewal()
+        elif self._lease is not None and not self._lease.renewing:  # running after a hub restart
+            self._lease.start_renewal()
         return status
 
     # ------------------------------------------------------------ state across hub restarts
@@ -135,9 +99,9 @@ class PoseHubKubeSpawner(KubeSpawner):
         super().load_state(state)
         self.storage_state = dict(state.get("storage", {}))
         if self.storage_state.get("digest") and self._lease is None:
-            self._lease = s3broker.Lease(self.user.name, role_arn=self.posehub["buckets"]["sts"]["role_arn"],
-                                         secret="", digest=self.storage_state["digest"])
-            s3broker.register(self._lease)  # the sidecar's secret answers again once poll() has renewed it
+            # the sidecar's secret answers again once poll() has renewed the credentials
+            self._lease = PodLease.restore(self.posehub, self.user.name, self.storage_state.get("groups", []),
+                                           digest=self.storage_state["digest"], logger=self.log)
 
     def clear_state(self):
         super().clear_state()
