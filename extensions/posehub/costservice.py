@@ -17,13 +17,15 @@ from cost_reports.launch import CannotStart, main
 def load_config():
     """The config and Dask Gateway's API URL (None when ``dask.enabled`` is false)."""
     from .config import ConfigError, load
-    from .gateway.settings import PREFIX, addresses
+    from .gateway.settings import GATEWAY_URL_ENV, PREFIX, addresses
 
     try:
         cfg = load(os.environ.get("POSEHUB_CONFIG") or None)
     except ConfigError as e:
         raise CannotStart(str(e)) from None
-    gateway = f"http://{addresses(cfg)['public']}{PREFIX}" if cfg["dask"]["enabled"] else None
+    gateway = None
+    if cfg["dask"]["enabled"]:
+        gateway = os.environ.get(GATEWAY_URL_ENV) or f"http://{addresses(cfg)['public']}{PREFIX}"
     return cfg, gateway
 
 

@@ -24,6 +24,10 @@ everything runs as the gateway's own account, as ``UnsafeLocalBackend`` does. Pl
   ``CUDA_VISIBLE_DEVICES``; a cluster is capped at the GPUs free when it starts
   and a worker gives its GPUs back when it stops (the meter also takes back
   those of workers the gateway no longer runs).
+
+The rules shared with Kubernetes (profiles, limits, budget, the meter's ledger side) are
+:class:`posehub.gateway.rules.PolicyMixin`'s; what is here is the one machine's: built
+environments, the machine's GPUs, processes and their control groups.
 """
 
 from __future__ import annotations
@@ -31,25 +35,17 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 
-from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.backends.local import LocalBackend
-from dask_gateway_server.options import Options, Select
-from traitlets import Float, Unicode
-
-from cost_reports.reconcile import RunningServer, reconcile
 
 from .. import environments, gpus
-from ..config import load
 from ..hub import isolation
-from ..hub.costs import CostGate
 from ..hub.limits import Limits
 from . import policy
+from .rules import PolicyMixin
 
-KIND = "dask-worker"
 CHARGED = (JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.CLOSING)
 
 
@@ -70,77 +66,42 @@ def _time(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, timezone.utc) if ms else None
 
 
-class PoseHubLocalBackend(LocalBackend):
-    posehub_config_file = Unicode("", config=True, help="posehub.yaml (default: $POSEHUB_CONFIG or the embedded one)")
-    meter_interval = Float(10.0, config=True, help="Seconds between two reconciliations of workers and the ledger")
-
+class PoseHubLocalBackend(PolicyMixin, LocalBackend):
     async def setup(self, app):
-        self.posehub = load(self.posehub_config_file or None)
-        self.gate = CostGate(self.posehub)
+        self.setup_policy()
         self.gpu_pool = gpus.shared_pool(self.posehub.state_dir, self.posehub["gpus"]["devices"])
-        self.cluster_options = self.options_for
-        self._start_lock = asyncio.Lock()
         await super().setup(app)
-        self._meter_task = asyncio.ensure_future(self._meter_loop())
+        self.start_meter()
 
     async def cleanup(self):
-        task = getattr(self, "_meter_task", None)
-        if task is not None:
-            task.cancel()
+        self.stop_meter()
         await super().cleanup()
         if hasattr(self, "gate"):
             await asyncio.to_thread(self.meter)
 
-    # ------------------------------------------------------------ options and limits
-
-    def offered(self, user) -> list[dict]:
-        """Worker profiles of ``user``, with admins' run-time settings (the admin page) as for servers."""
-        return policy.worker_profiles(self.posehub, user.name, user.groups, user.admin, self.gate.reporter.profiles())
-
-    def options_for(self, user) -> Options:
-        offered = self.offered(user)
-        if not offered:
-            return Options(handler=self.handler)
-        return Options(
-            Select("profile", [p["slug"] for p in offered], default=policy.default_profile(self.posehub, offered),
-                   label="Worker profile"),
-            handler=self.handler,
-        )
+    # ------------------------------------------------------------ limits on this machine (PolicyMixin's rules)
 
     def _running(self, username: str) -> list[policy.Running]:
-        return [policy.Running(c.name, c.options.get("profile", ""), int(c.config.get("cluster_max_workers") or 0))
-                for c in self.db.list_clusters(username=username)]
+        return self.as_running(self.db.list_clusters(username=username))
 
-    def handler(self, options, user) -> dict:
-        """Cluster options -> ClusterConfig overrides, or a Refused message (shown to the user)."""
-        offered = self.offered(user)
-        profile = policy.check_profile(self.posehub, options.get("profile"), offered)
+    def check_startable(self, profile: dict) -> None:
+        """Workers run in the image's environment on this machine: it must be built."""
         if not environments.is_built(profile["image"]):
             raise policy.Refused(f"The environment of image '{profile['image']}' (worker profile '{profile['slug']}') "
                                  f"is not built on this machine: ask the admin to run "
                                  f"`{environments.build_command(profile['image'])}`.")
-        left = self.gate.remaining(user.name, user.groups)
-        workers = policy.max_workers(self.posehub, profile, self._running(user.name), left.remaining,
-                                     self.gate.block_hours, left.budget.total, left.period.label,
-                                     free_gpus=len(self.gpu_pool.free()), machine_gpus=len(self.gpu_pool.devices))
+
+    def gpu_room(self) -> dict:
+        """GPU workers get GPUs of this machine's pool: a cluster is capped at those free now."""
+        return {"free_gpus": len(self.gpu_pool.free()), "machine_gpus": len(self.gpu_pool.devices)}
+
+    def cluster_config(self, profile: dict, workers: int, user) -> dict:
         return policy.cluster_config(self.posehub, profile, workers, config_path=str(self.posehub.path))
 
-    async def start_cluster(self, user, cluster_options):
-        offered = self.offered(user)
-        if not offered:
-            raise PublicException(f"No worker profile is open to you: ask {self.posehub['hub']['admin_contact']}.")
-        requested = dict(cluster_options or {})
-        try:
-            if "profile" in requested:
-                policy.check_profile(self.posehub, requested["profile"], offered)
-        except policy.Refused as e:
-            raise PublicException(str(e)) from None
-        async with self._start_lock:  # two clusters asked at once cannot both pass a limit only one fits in
-            name = await super().start_cluster(user, requested)
+    def cluster_created(self, name: str, user) -> None:
+        cluster = self.db.get_cluster(name)
         self.log.info("cluster %s of %s: %s, up to %s workers", name, user.name,
-                      self.db.get_cluster(name).options.get("profile"),
-                      self.db.get_cluster(name).config.get("cluster_max_workers"))
-        return name
+                      cluster.options.get("profile"), cluster.config.get("cluster_max_workers"))
 
     # ------------------------------------------------------------ processes: as the owner, in their control groups
 
@@ -280,34 +241,20 @@ class PoseHubLocalBackend(LocalBackend):
         running: dict = {}
         stopped: dict = {}
         for cluster in list(self.db.name_to_cluster.values()):
-            profile = self.posehub.profile(cluster.options.get("profile", ""))
+            slug = cluster.options.get("profile", "")
             for w in list(cluster.workers.values()):
                 rid = policy.worker_resource_id(cluster.name, w.name)
-                if w.status in CHARGED and w.target < JobStatus.STOPPED and profile is not None:
-                    running.setdefault(cluster.username, {})[rid] = RunningServer(
-                        started=_time(w.start_time), profile=profile["slug"],
-                        price_per_hour=Decimal(str(profile["price_per_hour"])))
+                charged = self.running_worker(slug, _time(w.start_time))
+                if w.status in CHARGED and w.target < JobStatus.STOPPED and charged is not None:
+                    running.setdefault(cluster.username, {})[rid] = charged
                 elif w.stop_time:
                     stopped.setdefault(cluster.username, {})[rid] = _time(w.stop_time)
         return running, stopped
 
     def meter(self):
-        running, stopped = self.workers()
-        result = reconcile(self.gate.ledger, running, stopped_at=stopped, kind=KIND)
-        for span in result.opened:
-            self.log.info("meter: %s's worker %s costs from %s", span.user, span.resource_id, span.start)
-        for span in result.closed:
-            self.log.info("meter: %s's worker %s stopped at %s", span.user, span.resource_id, span.end)
-        return result
+        return self.reconcile_workers(*self.workers())
 
-    async def _meter_loop(self):
-        while True:
-            try:
-                await asyncio.to_thread(self.meter)
-                if self.gpu_pool.devices:
-                    await asyncio.to_thread(self.release_lost_gpus)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the ledger may be busy; the next round catches up
-                self.log.exception("meter: could not reconcile workers with the ledger")
-            await asyncio.sleep(self.meter_interval)
+    async def meter_round(self) -> None:
+        await asyncio.to_thread(self.meter)
+        if self.gpu_pool.devices:
+            await asyncio.to_thread(self.release_lost_gpus)

@@ -19,6 +19,8 @@ from ..config import PoseHubConfig
 from .policy import SERVICE
 
 PREFIX = f"/services/{SERVICE}"
+# where the cost service reaches the gateway's API when it is not this machine's (Kubernetes: the chart's traefik)
+GATEWAY_URL_ENV = "POSEHUB_GATEWAY_URL"
 
 
 def addresses(cfg: PoseHubConfig) -> dict:

@@ -265,6 +265,7 @@ def storage_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: st
 def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str = "posehub",
                 release: str = HUB_RELEASE, dask_release: str = DASK_RELEASE, hub_role_arn: str = "") -> dict:
     """Values of the ``jupyterhub`` chart (Zero to JupyterHub) for this config."""
+    from ..gateway.settings import GATEWAY_URL_ENV
     from ..hub.hubapply import COST_SERVICE, CULLER_ROLE, DASK_SERVICE
 
     pod_data = hub_pod_config(cfg)
@@ -292,6 +293,8 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
     if cfg["dask"].get("enabled", True):
         names = dask_names(namespace, dask_release)
         services[DASK_SERVICE] = {"url": names["traefik_url"], "display": False}  # api token: made by the chart
+        # the cost service stops clusters over budget through the gateway's API (it is the gateway's admin)
+        services[COST_SERVICE]["environment"][GATEWAY_URL_ENV] = f"{names['traefik_url']}/services/{DASK_SERVICE}"
         # the stock gateway reads the user's groups with the user's own (server) token
         roles["server"]["scopes"] = [*roles["server"]["scopes"], "read:users:groups!user"]
         user_env.update({

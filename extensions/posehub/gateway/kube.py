@@ -1,0 +1,207 @@
+"""Dask Gateway on Kubernetes with PoseHub's rules: the same worker profiles, limits, budget and meter as on
+one machine (:class:`posehub.gateway.rules.PolicyMixin`).
+
+:class:`PoseHubKubeBackend` is Dask Gateway's ``KubeBackend``. A cluster's config is
+:func:`posehub.k8s.helm.dask_cluster_config` of its worker profile (image, resources, GPU limits, node
+selector, the ``posehub.org/profile`` label), with the owner in the ``posehub.org/user`` annotation of its
+pods and ``cluster_max_workers`` set to what the limits allow (the backend caps every scale request at it).
+
+The user's running clusters are the gateway's cache of DaskCluster objects (filled by an informer, so a
+cluster just made shows up a moment later), plus those this gateway made that the cache has not seen yet.
+
+Meter, from the gateway's own records: each cluster's scheduler reports its workers to the gateway (the
+heartbeat); every ``meter_interval`` seconds each worker reported active or closing is charged to the
+cluster's owner at its profile's price from when it was first reported (a ``dask-worker`` span), and the spans
+of workers no longer reported, or of clusters stopped, are closed. (No Kubernetes API call: the chart's
+gateway role may not list pods.)
+
+Buckets: the gateway issues each cluster one credential lease of its owner (``posehub.k8s.leases``, as the hub
+does for a server: STS through the gateway's own role), and every worker pod gets the ``posehub-storage``
+sidecar with it (``posehub.k8s.podstorage``), so ``posehub.storage`` and ``~/buckets`` work in workers as in
+the owner's server. The lease ends with the cluster; after a gateway restart it is restored from the
+cluster's config and renewed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from dask_gateway_server.backends.kubernetes.backend import KubeBackend
+from dask_gateway_server.models import ClusterStatus
+from traitlets import Unicode
+
+from cost_reports.reconcile import RunningServer
+
+from ..hub.s3plan import S3FS_CREDENTIALS_ENV
+from ..k8s import helm, podstorage
+from ..k8s.leases import PodLease
+from . import policy
+from .rules import PolicyMixin
+
+GROUPS_ENV = "POSEHUB_GROUPS"  # in a cluster's environment: the owner's groups its buckets were planned with
+
+
+class PoseHubKubeBackend(PolicyMixin, KubeBackend):
+    image_registry = Unicode("", config=True,
+                             help="Registry of PoseHub's images (as `posehub k8s render --registry`), for images "
+                                  "without images.<name>.registry_image")
+    image_tag = Unicode("", config=True, help="Tag of PoseHub's images (as `posehub k8s render --tag`)")
+
+    async def setup(self, app):
+        self.setup_policy()
+        self._unsynced: dict[str, dict[str, policy.Running]] = {}  # user -> clusters made, not yet in the cache
+        self._made: policy.Running | None = None
+        self._workers: dict[str, dict[str, datetime]] = {}  # cluster -> {worker: first reported}
+        self._issuing: PodLease | None = None  # the lease of the cluster being started (under the start lock)
+        self._leases: dict[str, PodLease] = {}  # cluster -> its workers' lease
+        self._setup_at = asyncio.get_running_loop().time()
+        await super().setup(app)
+        self.start_meter()
+
+    async def cleanup(self):
+        self.stop_meter()
+        for lease in getattr(self, "_leases", {}).values():
+            lease.end()
+        await super().cleanup()
+
+    # ------------------------------------------------------------ limits (PolicyMixin's rules)
+
+    def _running(self, username: str) -> list[policy.Running]:
+        """The user's clusters in the cache (pending or running, as ``list_clusters``) and those made since."""
+        cached = [c for c in self.username_to_clusters.get(username, {}).values()
+                  if c.status <= ClusterStatus.RUNNING]
+        made = [r for name, r in self._unsynced.get(username, {}).items() if name not in self.clusters]
+        return self.as_running(cached) + made
+
+    def cluster_config(self, profile: dict, workers: int, user) -> dict:
+        conf = helm.dask_cluster_config(self.posehub, profile, registry=self.image_registry, tag=self.image_tag)
+        owner = {helm.USER_ANNOTATION: user.name}
+        conf.update(cluster_max_workers=workers, worker_extra_pod_annotations=dict(owner),
+                    scheduler_extra_pod_annotations=dict(owner))
+        conf["environment"] = {**conf["environment"], GROUPS_ENV: ",".join(sorted(user.groups))}
+        return self.with_storage(conf, user.name)
+
+    def make_cluster_object(self, username, options, config):
+        obj = super().make_cluster_object(username, options, config)
+        self._made = policy.Running(f"{config.namespace}.{obj['metadata']['name']}", options.get("profile", ""),
+                                    int(config.cluster_max_workers or 0))
+        return obj
+
+    def cluster_created(self, name: str, user) -> None:
+        """Counted from now on, until the cache has it (``make_cluster_object`` ran in this start, under the lock);
+        its workers' lease renewed from now on."""
+        lease, self._issuing = self._issuing, None
+        if lease is not None:
+            self._leases[name] = lease
+            lease.start_renewal()
+        made, self._made = self._made, None
+        if made is not None and made.name == name and name not in self.clusters:  # (the watch may be first)
+            self._unsynced.setdefault(user.name, {})[name] = made
+        self.log.info("cluster %s of %s: %s, up to %s workers", name, user.name,
+                      made.profile if made else "?", made.max_workers if made else "?")
+
+    async def sync_cluster(self, cluster_name):
+        await super().sync_cluster(cluster_name)
+        for user in list(self._unsynced):
+            self._unsynced[user].pop(cluster_name, None)
+            if not self._unsynced[user]:
+                del self._unsynced[user]
+
+    # ------------------------------------------------------------ the owner's buckets in the workers
+
+    async def starting(self, user) -> None:
+        """The owner's S3 credential lease, issued before the cluster is made (under the start lock): its secret
+        goes into the workers' sidecar through the cluster config (:meth:`with_storage`)."""
+        self._issuing = await PodLease.issue(self.posehub, user.name, user.groups, self.log)
+
+    def start_failed(self, user) -> None:
+        lease, self._issuing = self._issuing, None
+        if lease is not None:
+            lease.end()
+
+    def with_storage(self, conf: dict, username: str) -> dict:
+        """Worker pods with the owner's ``posehub-storage`` sidecar, its volumes, and the workspace's view of
+        them (``$POSEHUB_STORAGE``, ``~/buckets``, ``~/home-bucket``), as in their server's pod."""
+        lease = self._issuing
+        if lease is None or lease.user != username:
+            return conf
+        pieces = lease.pieces()
+        pod = conf.setdefault("worker_extra_pod_config", {})
+        pod.setdefault("containers", []).extend(pieces["containers"])
+        pod.setdefault("volumes", []).extend(pieces["volumes"])
+        container = conf.setdefault("worker_extra_container_config", {})
+        container.setdefault("volumeMounts", []).extend(pieces["volume_mounts"])
+        conf["environment"] = {**conf.get("environment", {}), **pieces["env"]}
+        return conf
+
+    def lease_secret(self, cluster) -> str:
+        """The lease's secret from a cluster's own config (its workers' sidecar): the gateway's record of it."""
+        for c in (cluster.config.get("worker_extra_pod_config") or {}).get("containers", []):
+            if c.get("name") == podstorage.SIDECAR:
+                env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+                return env.get(S3FS_CREDENTIALS_ENV, "").partition("token=")[2]
+        return ""
+
+    def keep_leases(self) -> None:
+        """Leases follow the clusters in the cache: restored for running ones (after a gateway restart: the
+        secret is in the cluster's config), ended for those stopped or gone."""
+        for name, cluster in list(self.clusters.items()):
+            live = cluster.status <= ClusterStatus.RUNNING
+            if live and name not in self._leases:
+                secret = self.lease_secret(cluster)
+                if secret:
+                    groups = (cluster.config.get("environment") or {}).get(GROUPS_ENV, "")
+                    lease = PodLease.restore(self.posehub, cluster.username, [g for g in groups.split(",") if g],
+                                             secret=secret, logger=self.log)
+                    lease.start_renewal()
+                    self._leases[name] = lease
+            elif not live and name in self._leases:
+                self._leases.pop(name).end()
+        made = {n for clusters in self._unsynced.values() for n in clusters}  # not in the cache yet: still starting
+        for name in [n for n in self._leases if n not in self.clusters and n not in made]:
+            self._leases.pop(name).end()
+
+    # ------------------------------------------------------------ metering, from the gateway's own records
+
+    async def on_cluster_heartbeat(self, cluster_name, msg):
+        """The scheduler's report (every ``cluster_heartbeat_period`` s) is the gateway's record of its workers:
+        each one active or closing is running since it was first reported."""
+        now = datetime.now(timezone.utc)
+        alive = set(msg.get("active_workers") or ()) | set(msg.get("closing_workers") or ())
+        seen = self._workers.setdefault(cluster_name, {})
+        for worker in alive:
+            seen.setdefault(worker, now)
+        for worker in [w for w in seen if w not in alive]:
+            del seen[worker]
+        await super().on_cluster_heartbeat(cluster_name, msg)
+
+    def charged_workers(self) -> dict[str, dict[str, RunningServer]]:
+        """``{user: {resource id: RunningServer}}`` of the workers reported by clusters still pending or running."""
+        running: dict[str, dict[str, RunningServer]] = {}
+        for name, workers in list(self._workers.items()):
+            cluster = self.clusters.get(name)
+            if cluster is None or cluster.status > ClusterStatus.RUNNING:
+                self._workers.pop(name, None)
+                continue
+            slug = cluster.options.get("profile", "")
+            for worker, since in workers.items():
+                charged = self.running_worker(slug, since)
+                if charged is None:
+                    self.log.warning("meter: worker %s of %s: unknown worker profile %r", worker, name, slug)
+                    continue
+                running.setdefault(cluster.username, {})[policy.worker_resource_id(name, worker)] = charged
+        return running
+
+    def heard_from_all(self) -> bool:
+        """After a (re)start, the workers are known once every running cluster has reported (or two report
+        periods have passed): until then, a round would close the spans of workers still running."""
+        waited = asyncio.get_running_loop().time() - self._setup_at
+        quiet = [n for n, c in self.clusters.items() if c.status == ClusterStatus.RUNNING and n not in self._workers]
+        return not quiet or waited > 2 * self.cluster_heartbeat_period
+
+    async def meter_round(self) -> None:
+        self.keep_leases()
+        if not self.heard_from_all():
+            return
+        await asyncio.to_thread(self.reconcile_workers, self.charged_workers(), {})  # a worker gone: closed now
