@@ -47,8 +47,6 @@ module "eks" {
     coredns    = {}
     kube-proxy = {}
     vpc-cni    = {}
-    # credentials for pods by service account name (the Dask gateway's, whose chart takes no annotations)
-    eks-pod-identity-agent = {}
     # volumes of the hub database (sqlite-pvc) and of the users' homes
     aws-ebs-csi-driver = {
       service_account_role_arn = module.ebs_csi_irsa.iam_role_arn
@@ -174,36 +172,6 @@ resource "aws_iam_policy" "hub" {
   })
 }
 
-# The Dask gateway's own role: it issues the credentials of each cluster's workers as the hub does for servers
-# (assumes the users' role with the same session policy). EKS Pod Identity, by the chart's service account name.
-resource "aws_iam_role" "gateway" {
-  name_prefix = "${var.cluster_name}-gateway-"
-  assume_role_policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Effect    = "Allow"
-      Principal = { Service = "pods.eks.amazonaws.com" }
-      Action    = ["sts:AssumeRole", "sts:TagSession"]
-    }]
-  })
-}
-
-resource "aws_iam_role_policy" "gateway" {
-  name = "assume-users-role"
-  role = aws_iam_role.gateway.id
-  policy = jsonencode({
-    Version   = "2012-10-17"
-    Statement = [{ Effect = "Allow", Action = ["sts:AssumeRole", "sts:TagSession"], Resource = aws_iam_role.users.arn }]
-  })
-}
-
-resource "aws_eks_pod_identity_association" "gateway" {
-  cluster_name    = module.eks.cluster_name
-  namespace       = var.namespace
-  service_account = "api-dask-gateway" # the dask-gateway chart's gateway service account (release dask-gateway)
-  role_arn        = aws_iam_role.gateway.arn
-}
-
 # What users' credentials may ever do (buckets.sts.role_arn): the data bucket, read and write. Each server's
 # credentials are this role narrowed by a session policy to the user's own prefix and their groups' buckets.
 resource "aws_iam_role" "users" {
@@ -212,7 +180,7 @@ resource "aws_iam_role" "users" {
     Version = "2012-10-17"
     Statement = [{
       Effect    = "Allow"
-      Principal = { AWS = [module.hub_irsa.iam_role_arn, aws_iam_role.gateway.arn] }
+      Principal = { AWS = module.hub_irsa.iam_role_arn }
       Action    = ["sts:AssumeRole", "sts:TagSession"]
     }]
   })

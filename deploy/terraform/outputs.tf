@@ -33,11 +33,6 @@ output "hub_role_arn" {
   value       = module.hub_irsa.iam_role_arn
 }
 
-output "gateway_role_arn" {
-  description = "IAM role of the Dask gateway's pods (EKS Pod Identity for the service account api-dask-gateway)."
-  value       = aws_iam_role.gateway.arn
-}
-
 output "users_role_arn" {
   description = "The users' role: buckets.sts.role_arn in posehub.yaml."
   value       = aws_iam_role.users.arn
