@@ -1,8 +1,9 @@
 """Dask Gateway on Kubernetes without a cluster: the dask-gateway chart's own gateway and controller configs (the
 ``dask_gateway_config.py`` of its two ConfigMaps, as ``helm template`` rendered them from PoseHub's values, with
 PoseHub's worker-profile rules in ``gateway.extraConfig``), then the real code: the Kubernetes backend turns a
-user's cluster options into a cluster config (``process_cluster_options``, where access is checked), and the
-controller builds the scheduler and worker pods (``KubeController.make_pod``). Nothing reaches an API server.
+user's cluster options into a cluster config (``process_cluster_options``: PoseHub's backend, as the chart's
+config names it, checks access, limits and the budget against the ledger), and the controller builds the
+scheduler and worker pods (``KubeController.make_pod``). Nothing reaches an API server.
 
     python tests/k8sgateway.py MANIFESTS.yaml CASES.json OUT.json
 
@@ -21,6 +22,13 @@ from pathlib import Path
 import yaml
 
 
+def gateway_env(manifests: list[dict]) -> dict[str, str]:
+    """The gateway container's own environment (values given as text)."""
+    d = next(d for d in manifests if d["kind"] == "Deployment" and d["metadata"]["name"] == "api-dask-gateway")
+    return {e["name"]: e["value"] for e in d["spec"]["template"]["spec"]["containers"][0].get("env", [])
+            if "value" in e}
+
+
 def chart_config(manifests: list[dict], name: str):
     """The traitlets Config of the chart's ``dask_gateway_config.py`` in ConfigMap ``name``."""
     from traitlets.config import Config
@@ -33,11 +41,12 @@ def chart_config(manifests: list[dict], name: str):
 
 
 async def run_case(backend, controller, case: dict) -> dict:
-    from dask_gateway_server.models import User
+    from posehub.gateway.auth import PoseHubUser
 
-    user = User(case["user"], groups=case.get("groups", []), admin=case.get("admin", False))
+    user = PoseHubUser(case["user"], groups=case.get("groups", []), admin=case.get("admin", False))
     try:
-        _, config = await backend.process_cluster_options(user, case.get("options", {}))
+        # what start_cluster does before it makes the DaskCluster object
+        _, config = await backend.process_cluster_options(user, backend.check_request(user, case.get("options", {})))
     except Exception as e:  # noqa: BLE001 - PublicException: what the user reads
         return {"refused": str(e), "scheduler": None, "worker": None}
     name = "abc123"
@@ -52,8 +61,15 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("JUPYTERHUB_API_TOKEN", "from-the-hub-secret")
     from dask_gateway_server.backends.kubernetes.backend import KubeBackend
     from dask_gateway_server.backends.kubernetes.controller import KubeController
+    from traitlets.utils.importstring import import_item
 
-    backend = KubeBackend(config=chart_config(manifests, "api-dask-gateway"))
+    c = chart_config(manifests, "api-dask-gateway")
+    os.environ.update(gateway_env(manifests))
+    backend = import_item(c.DaskGateway.backend_class)(config=c)  # PoseHub's, as gateway.extraConfig says
+    assert isinstance(backend, KubeBackend)
+    backend.setup_policy()  # what its setup() does besides reaching the API server: the config, the ledger
+    backend.setup_records()
+    backend.clusters, backend.username_to_clusters = {}, {}  # KubeBackend.setup's cache, empty
     controller = KubeController(config=chart_config(manifests, "controller-dask-gateway"))
     cases = json.loads(Path(cases_file).read_text())
     results = [asyncio.run(run_case(backend, controller, case)) for case in cases]

@@ -61,10 +61,29 @@ def helm_template(chart_dir: Path, release: str, values: dict, workdir: Path) ->
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
+def ledger():
+    """The cost ledger on a real PostgreSQL (tests/pgserver.py), as on Kubernetes: the hub pod and the gateway
+    both write it. Yields a function that makes a new database and returns ``costs`` of posehub.yaml."""
+    from pgserver import PgServer
+
+    server = PgServer().start()
+    made = []
+
+    def new() -> dict:
+        made.append(f"ledger_{len(made)}")
+        return {"db_url": server.create_database(made[-1])}
+
+    try:
+        yield new
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory, ledger):
     """(config, {chart: [manifests]}, chart folders, workdir) for the embedded config with S3 buckets."""
     work = tmp_path_factory.mktemp("charts")
-    cfg = load(write_config(work))
+    cfg = load(write_config(work, costs=ledger()))
     values = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS, hub_role_arn=HUB_ROLE)
     dirs = {chart: chart_copy(chart, work) for chart in values}
     out = {}
@@ -225,7 +244,8 @@ def test_dask_pods_from_the_gateway_chart_config_and_its_kubernetes_controller(r
         {"user": "alice", "options": {"profile": "gpu"}},
         {"user": "alice"},
     ])
-    assert alice_gpu == {"refused": "Worker profile 'gpu' is not open to you. Ask the lab's PoseHub admin for access.",
+    assert alice_gpu == {"refused": "Worker profile 'gpu' is not open to you. Profiles you may use: cpu-small, "
+                                    "pose-cpu. Ask the lab's PoseHub admin for access.",
                          "scheduler": None, "worker": None}
     for res, slug, user in ((bob_gpu, "gpu", "bob"), (alice_pose, "pose-cpu", "alice"),
                             (alice_default, "cpu-small", "alice")):
@@ -250,11 +270,33 @@ def test_dask_pods_from_the_gateway_chart_config_and_its_kubernetes_controller(r
         assert helm.INSTANCE_TYPE_LABEL not in (scheduler["spec"].get("nodeSelector") or {})
 
 
+
+def test_dask_workers_of_a_cluster_asked_from_a_server_get_its_owners_buckets(rendered):
+    """The chart's gateway config with PoseHub's backend: a cluster carrying a server's lease (the option its
+    workspace sets) has worker pods with the posehub-storage sidecar asking the hub's endpoint, with the owner's
+    bucket plan; the scheduler has none (tasks run on workers)."""
+    cfg = rendered[0]
+    secret = "S" * 43
+    (bob,) = gateway_cases(rendered, [{"user": "bob", "groups": ["staff"],
+                                        "options": {"profile": "pose-cpu", "storage_lease": secret}}])
+    worker, scheduler = bob["worker"], bob["scheduler"]
+    names = [c["name"] for c in worker["spec"]["containers"]]
+    assert names == ["dask-worker", "posehub-storage"] and len(scheduler["spec"]["containers"]) == 1
+    side = worker["spec"]["containers"][1]
+    env = {e["name"]: e["value"] for e in side["env"]}
+    assert side["image"] == f"{REG}/posehub-hub:{TAG}"
+    assert env["POSEHUB_CREDENTIALS_ENDPOINT"] == f"http://hub.{NS}:{cfg['buckets']['sts']['credentials_port']}"
+    assert env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] == f"?token={secret}"
+    assert [b["prefix"] for b in json.loads(env["POSEHUB_POD_BUCKETS"]) if b["kind"] == "home"] == ["bob/"]
+    assert worker["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"  # the hub admits it
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", **worker}, helm.KUBERNETES_VERSION, strict=True)
+
+
 # ---------------------------------------------------------------- the users' buckets in their pods
 
 
 @pytest.fixture(scope="module")
-def storage_rendered(tmp_path_factory):
+def storage_rendered(tmp_path_factory, ledger):
     """The hub chart rendered for S3 buckets on a real S3/STS server (moto, on loopback): a read-only bucket
     for everyone, a read-write one for the group staff, everyone's home prefix; objects of alice and bob."""
     from s3server import MotoServer
@@ -276,7 +318,7 @@ def storage_rendered(tmp_path_factory):
                    "shared": [{"name": "lab-openfield", "read_only": True},
                               {"name": "lab-staff", "read_only": False, "groups": ["staff"]}],
                    "home": {"name": "lab-homes"}}
-        cfg = load(write_config(work, buckets=buckets))
+        cfg = load(write_config(work, buckets=buckets, costs=ledger()))
         values = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS, hub_role_arn=HUB_ROLE)
         r = helm_template(chart_copy("jupyterhub", work), helm.HUB_RELEASE, values["jupyterhub"], work)
         assert r.returncode == 0, r.stderr
@@ -319,7 +361,9 @@ def test_user_pods_get_their_own_buckets_mounted_and_credentials_renewed_by_the_
         ws_env = {e["name"]: e.get("value") for e in workspace["env"]}
         secret = side_env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
         secrets.add(secret)
-        assert secret.split("=", 1)[1] not in json.dumps(workspace)  # the lease's secret: the sidecar's alone
+        # the workspace passes its lease to the Dask clusters it asks for (their workers' sidecars): the secret gets
+        # the user's own credentials only, which the workspace holds anyway (the manifest)
+        assert ws_env["DASK_GATEWAY__CLUSTER__OPTIONS__STORAGE_LEASE"] == secret.split("=", 1)[1]
         assert ws_env["POSEHUB_STORAGE"] == "/run/posehub/storage.json"
         mounts = {m["mountPath"]: m for m in workspace["volumeMounts"]}
         assert mounts["/home/jovyan/buckets"]["mountPropagation"] == "HostToContainer"

@@ -52,11 +52,19 @@ def embedded(tmp_path_factory):
     return load(write_config(tmp_path_factory.mktemp("embedded")))
 
 
+# On Kubernetes the ledger is PostgreSQL's (the hub pod and the Dask gateway both write it); rendering never
+# connects to it. Tests that run the hub pod's hooks use SQLite in their state folder (``costs={}``) or a real
+# PostgreSQL (test_charts).
+PG_LEDGER = {"db_url": "postgresql+psycopg://posehub@db.example.edu/costs"}
+
+
 def write_config(tmp_path, **changes) -> Path:
-    """The embedded config with S3 buckets and ``changes`` (top-level keys replaced), state in tmp_path."""
+    """The embedded config with S3 buckets, the ledger on PostgreSQL, and ``changes`` (top-level keys replaced),
+    state in tmp_path."""
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["hub"]["state_dir"] = str(tmp_path / "state")
     raw["buckets"] = dict(S3_BUCKETS)
+    raw["costs"] = dict(PG_LEDGER)
     raw.update(changes)
     path = tmp_path / "posehub.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -234,9 +242,20 @@ def test_oidc_needs_a_callback_url(tmp_path, monkeypatch):
         helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)
 
 
+def test_dask_on_kubernetes_needs_a_postgres_ledger(tmp_path):
+    """The gateway pod meters workers into the ledger: a SQLite file on the hub's volume is refused, with the fix."""
+    cfg = load(write_config(tmp_path, costs={}))
+    with pytest.raises(helm.RenderError, match=r"^costs\.db_url: on Kubernetes the Dask gateway meters workers"):
+        helm.dask_gateway_values(cfg, registry=REG, tag=TAG, namespace=NS)
+    assert helm_cli.main(["render", "--config", str(write_config(tmp_path, costs={})), "--out", str(tmp_path / "o"),
+                          "--registry", REG, "--tag", TAG, "--hub-role-arn", HUB_ROLE]) == 2
+    assert not (tmp_path / "o" / "dask-gateway-values.yaml").exists()
+    assert helm.dask_gateway_values(load(write_config(tmp_path)), registry=REG, tag=TAG, namespace=NS)
+
+
 def test_postgres_hub_needs_a_postgres_ledger(tmp_path):
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    cfg = load(write_config(tmp_path, hub={**raw["hub"], "db_url": "postgresql+psycopg://hub@db/hub"}))
+    cfg = load(write_config(tmp_path, hub={**raw["hub"], "db_url": "postgresql+psycopg://hub@db/hub"}, costs={}))
     with pytest.raises(helm.RenderError, match=r"^costs\.db_url: "):
         helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)
 
@@ -281,40 +300,32 @@ def test_dask_disabled_renders_no_gateway(tmp_path):
     assert not any(k.startswith("DASK_GATEWAY") for k in jh["singleuser"]["extraEnv"])
 
 
-# ---------------------------------------------------------------- the gateway's cluster options
+# ---------------------------------------------------------------- the gateway's config
 
 
-def gateway_options(cfg):
-    """Run gateway.extraConfig as dask-gateway-server would, on a traitlets Config."""
-    pytest.importorskip("dask_gateway_server")
+def test_the_gateway_runs_posehubs_backend_with_the_hub_pods_config(embedded):
+    """gateway.extraConfig, run as dask-gateway-server would: PoseHub's Kubernetes backend and authenticator, with
+    posehub.yaml as the hub pod reads it (no passwords) and the images' registry and tag; each worker profile's
+    cluster config uses only KubeClusterConfig's traits. (Its rules at work: tests/test_gateway_kube.py, and
+    tests/test_charts.py with the chart's own gateway config.)"""
     from traitlets.config import Config
 
+    from posehub.config import validate
+
     c = Config()
-    snippet = helm.dask_gateway_values(cfg, registry=REG, tag=TAG, namespace=NS)["gateway"]["extraConfig"]
-    exec(compile(snippet["posehub-options"], "gateway.extraConfig", "exec"), {"c": c})
-    return c.Backend.cluster_options
-
-
-def test_gateway_options_follow_profiles_and_access_rules(embedded):
-    from dask_gateway_server.models import User
-
-    options = gateway_options(embedded)
-    spec = {f["field"]: f for f in options.get_specification()}
-    assert spec["profile"]["spec"]["options"] == [p["slug"] for p in embedded["profiles"]]
-    assert spec["profile"]["default"] == "cpu-small"  # the first profile open to everyone
-
-    def config(profile, user):
-        return options.get_configuration(options.parse_options({"profile": profile}), user)
-
-    conf = config("gpu", User("bob", groups=["staff"]))
-    whose = {"posehub.org/user": "bob"}  # each cluster's pods say whose they are
-    assert conf == {**helm.dask_cluster_config(embedded, embedded.profile("gpu"), registry=REG, tag=TAG),
-                    "worker_extra_pod_annotations": whose, "scheduler_extra_pod_annotations": whose}
-    assert config("gpu", User("root", admin=True))["worker_extra_container_config"]
-    with pytest.raises(ValueError, match="Worker profile 'gpu' is not open to you. Ask the lab's PoseHub admin"):
-        config("gpu", User("alice", groups=["students"]))
-    assert config("pose-cpu", User("alice"))["image"] == f"{REG}/posehub-pose:{TAG}"
-    assert set(conf) <= kube_cluster_config_traits()
+    values = helm.dask_gateway_values(embedded, registry=REG, tag=TAG, namespace=NS)
+    exec(compile(values["gateway"]["extraConfig"]["posehub"], "gateway.extraConfig", "exec"), {"c": c})
+    assert c.DaskGateway.backend_class == "posehub.gateway.kube.PoseHubKubeBackend"
+    assert c.DaskGateway.authenticator_class == "posehub.gateway.auth.PoseHubAuthenticator"
+    assert (c.PoseHubKubeBackend.image_registry, c.PoseHubKubeBackend.image_tag) == (REG, TAG)
+    data = c.PoseHubKubeBackend.posehub_config_data
+    assert data == helm.hub_pod_config(embedded)
+    assert [p["slug"] for p in validate(data)["profiles"]] == [p["slug"] for p in embedded["profiles"]]
+    assert values["gateway"]["image"] == {"name": f"{REG}/posehub-hub", "tag": TAG}  # posehub + dask-gateway-server
+    env = {e["name"]: e for e in values["gateway"]["env"]}
+    assert env["POSEHUB_CREDENTIALS_URL"]["value"] == f"http://hub.{NS}:{embedded['buckets']['sts']['credentials_port']}"
+    for p in helm.dask_worker_profiles(embedded):
+        assert set(helm.dask_cluster_config(embedded, p, registry=REG, tag=TAG)) <= kube_cluster_config_traits()
 
 
 def kube_cluster_config_traits() -> set[str]:
@@ -388,9 +399,9 @@ def spawner(name, groups=(), admin=False, profile=None):
 def test_hub_pod_offers_only_allowed_profiles(tmp_path):
     from cost_reports.profile_rules import Access
 
-    cfg = load(write_config(tmp_path))
+    cfg = load(write_config(tmp_path, costs={}))
     (tmp_path / "state").mkdir(exist_ok=True)
-    offered = render(cfg)[0]["singleuser"]["profileList"]
+    offered = helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE, namespace=NS)["singleuser"]["profileList"]
     profile_list = kubehub.restrict_profiles(cfg, offered)
 
     def slugs(*args, **kw):
@@ -413,7 +424,7 @@ def test_hub_pod_budget_and_access_checks(tmp_path):
 
     def check(folder, budgets, *args, **kwargs):
         (tmp_path / folder).mkdir(exist_ok=True)
-        cfg = load(write_config(tmp_path / folder, budgets=budgets))
+        cfg = load(write_config(tmp_path / folder, budgets=budgets, costs={}))
         (tmp_path / folder / "state").mkdir(exist_ok=True)
         s = spawner(*args, **kwargs)
         try:
@@ -439,7 +450,7 @@ def test_hub_pod_budget_and_access_checks(tmp_path):
 def test_apply_hub_pod(tmp_path):
     from traitlets.config import Config
 
-    cfg = load(write_config(tmp_path))
+    cfg = load(write_config(tmp_path, costs={}))
     values = helm.z2jh_values(cfg, registry=REG, tag=TAG, hub_role_arn=HUB_ROLE)
     c = Config()
     with pytest.raises(RuntimeError, match="singleuser.profileList is not set"):
@@ -454,7 +465,10 @@ def test_apply_hub_pod(tmp_path):
     assert callable(c.KubeSpawner.pre_spawn_hook)
     env = c.KubeSpawner.environment
     assert env["A"] == "1" and env["POSEHUB_PROFILE"](spawner("bob", profile="gpu")) == "gpu"
-    assert c.JupyterHub.services[0]["environment"] == {"POSEHUB_CONFIG": helm.CONFIG_MOUNT, "PGPASSWORD": "pw"}
+    assert c.JupyterHub.services[0]["environment"] == {
+        "POSEHUB_CONFIG": helm.CONFIG_MOUNT, "PGPASSWORD": "pw",
+        # where the cost service stops the clusters of users over budget
+        "POSEHUB_GATEWAY_URL": f"http://traefik-dask-gateway.{NS}/services/dask-gateway"}
 
 
 # ---------------------------------------------------------------- the CLI

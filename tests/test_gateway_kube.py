@@ -247,7 +247,7 @@ def test_an_allowed_cluster_gets_the_profiles_image_its_limit_and_the_owner(tmp_
             assert conf["worker_extra_pod_annotations"] == {helm.USER_ANNOTATION: "alice"}
             assert conf["scheduler_extra_pod_annotations"] == {helm.USER_ANNOTATION: "alice"}
             assert conf["worker_extra_pod_labels"] == {helm.PROFILE_LABEL: "pose-cpu"}
-            assert obj["spec"]["options"] == {"profile": "pose-cpu"}
+            assert obj["spec"]["options"] == {"profile": "pose-cpu", "storage_lease": ""}
             await until(lambda: name in backend.clusters, "the cluster in the cache")
             # the gateway caps a scale request at the cluster's limit (KubeBackend.on_cluster_heartbeat)
             kube.patches = []
@@ -329,91 +329,102 @@ async def _ignore(*args, **kwargs):
 # ---------------------------------------------------------------- the owner's buckets in the workers
 
 
-def test_workers_get_their_owners_buckets_and_the_lease_follows_the_cluster(tmp_path, monkeypatch):
-    """Each cluster gets a credential lease of its owner from the gateway (STS on a real moto server); every worker
-    pod Dask Gateway's controller makes has the posehub-storage sidecar with it and the same view of the buckets
-    as the owner's server; a restarted gateway renews it again from the cluster's config; it ends with the cluster."""
+def test_workers_reach_their_owners_buckets_with_the_servers_lease(tmp_path, monkeypatch):
+    """A cluster asked from a server carries that server's lease (the option ``storage_lease``, the workspace's
+    default); each worker pod Dask Gateway's controller makes gets the posehub-storage sidecar with it and the
+    owner's bucket plan. Run for real from the worker pod's spec against the hub's credential endpoint (the hub's
+    own code, PodLease on a moto S3/STS server), that sidecar mounts the owner's buckets and writes the manifest
+    posehub.storage reads. A malformed lease is refused; a cluster without one has workers without storage."""
+    import shutil
+    import threading
+
     import kubernetes_validate
     from dask_gateway_server.backends.kubernetes.controller import KubeController
     from dask_gateway_server.utils import FrozenAttrDict
 
     from hubfixture import free_port
-    from posehub.hub import s3broker
+    from posehub.hub import mounts
     from posehub.k8s import podstorage, podsync
+    from posehub.k8s.leases import PodLease
     from s3server import MotoServer
 
+    if shutil.which("s3fs") is None:
+        pytest.skip("s3fs is not installed (make test installs it)")
     s3 = MotoServer(tmp_path).start()
     try:
+        admin = s3.client("s3")
+        for b in ("lab-openfield", "lab-staff", "lab-homes"):
+            admin.create_bucket(Bucket=b)
+        admin.put_object(Bucket="lab-homes", Key="bob/labels.csv", Body=b"x,y")
+        admin.put_object(Bucket="lab-homes", Key="alice/private.csv", Body=b"no")
         role = s3.role("users", {"Version": "2012-10-17",
                                  "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
         port = free_port()
         buckets = {"backend": "s3", "region": "us-east-1", "endpoint_url": s3.url,
-                   "hub_keys_file": str(s3.keys_file(tmp_path / "gateway-keys")),
-                   "sts": {"role_arn": role, "credentials_port": port},
+                   "hub_keys_file": str(s3.keys_file(tmp_path / "hub-keys")),
+                   "sts": {"role_arn": role, "credentials_port": port}, "mount": {"timeout_seconds": 5},
                    "shared": [{"name": "lab-openfield", "read_only": True},
                               {"name": "lab-staff", "read_only": False, "groups": ["staff"]}],
                    "home": {"name": "lab-homes"}}
+        # the gateway's environment (the rendered values): the sidecar's image, the hub's endpoint
         monkeypatch.setenv(podstorage.SIDECAR_IMAGE_ENV, f"{REG}/posehub-hub:{TAG}")
-        monkeypatch.setenv(podstorage.CREDENTIALS_URL_ENV, f"http://api-dask-gateway.{NS}:{port}")
+        monkeypatch.setenv(podstorage.CREDENTIALS_URL_ENV, f"http://hub.{NS}:{port}")
         bob = PoseHubUser("bob", groups=["staff"])
 
-        def secret_of(obj) -> str:
-            pod = obj["spec"]["config"]["worker_extra_pod_config"]
-            (side,) = [c for c in pod["containers"] if c["name"] == podstorage.SIDECAR]
-            return {e["name"]: e["value"] for e in side["env"]}["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]
-
-        def ask(secret: str) -> str:
-            try:
-                podsync.fetch(f"http://127.0.0.1:{port}", secret)
-                return "answered"
-            except podsync.Unavailable as e:
-                return str(e)
-
         async def main():
-            async with gateway(tmp_path, monkeypatch, meter_interval=0.05, buckets=buckets) as (backend, kube):
-                kube.deliver = False  # the cache has not seen the cluster yet: its lease lives on all the same
-                name = await backend.start_cluster(bob, {"profile": "pose-cpu"})
-                (obj,) = kube.created
-                secret = secret_of(obj)
-                await asyncio.sleep(0.3)  # meter rounds, which end the leases of clusters gone
-                assert await asyncio.to_thread(ask, secret) == "answered"
-                kube.release()
+            async with gateway(tmp_path, monkeypatch, buckets=buckets) as (backend, kube):
+                lease = await PodLease.issue(backend.posehub, "bob", ["staff"])  # what the hub did for bob's server
+                lease.start_renewal()
+                secret = lease.lease.secret
+                assert lease.pieces()["env"][podstorage.LEASE_OPTION_ENV] == secret  # his workspace's default option
+                name = await backend.start_cluster(bob, {"profile": "pose-cpu", podstorage.LEASE_OPTION: secret})
+                obj = kube.created[-1]
                 worker = KubeController(gateway_instance=INSTANCE).make_pod(
                     NS, obj["metadata"]["name"], FrozenAttrDict(obj["spec"]["config"]), is_worker=True)
                 kubernetes_validate.validate(worker, helm.KUBERNETES_VERSION, strict=True)
                 dask, side = worker["spec"]["containers"]
                 assert side["name"] == podstorage.SIDECAR and side["securityContext"]["privileged"] is True
                 assert not (dask.get("securityContext") or {}).get("privileged")
-                assert secret.split("=", 1)[1] not in json.dumps(dask)
+                assert worker["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
                 env = {e["name"]: e.get("value") for e in dask["env"]}
                 assert env["POSEHUB_STORAGE"] == podstorage.MANIFEST_PATH
                 views = {m["mountPath"]: m.get("mountPropagation") for m in dask["volumeMounts"]}
                 assert views["/home/jovyan/buckets"] == views["/home/jovyan/home-bucket"] == "HostToContainer"
-                planned = json.loads({e["name"]: e["value"] for e in side["env"]}[podstorage.BUCKETS_ENV])
-                assert sorted(b["bucket"] for b in planned) == ["lab-homes", "lab-openfield", "lab-staff"]
-                assert [b["prefix"] for b in planned if b["kind"] == "home"] == ["bob/"]
-                assert await asyncio.to_thread(ask, secret) == "answered"
-                # alice's cluster: her own lease and her buckets only
-                await backend.start_cluster(ALICE, {"profile": "pose-cpu"})
-                alice_obj = kube.created[1]
-                assert secret_of(alice_obj) != secret
-                alice_side = alice_obj["spec"]["config"]["worker_extra_pod_config"]["containers"][0]
-                alice_planned = json.loads({e["name"]: e["value"] for e in alice_side["env"]}[podstorage.BUCKETS_ENV])
-                assert sorted(b["bucket"] for b in alice_planned) == ["lab-homes", "lab-openfield"]
-                await until(lambda: name in backend.clusters, "bob's cluster in the cache")
-            assert await asyncio.to_thread(ask, secret) != "answered"  # the gateway stopped: nothing answers
-            s3broker._leases.clear()
-            async with gateway(tmp_path, monkeypatch, meter_interval=0.05, kube=kube, buckets=buckets) as (backend, _):
-                # restarted: the lease is restored from the cluster's config and renewed
-                await until(lambda: name in backend._leases and backend._leases[name].lease.credentials is not None,
-                            "bob's lease renewed", timeout=20)
-                assert await asyncio.to_thread(ask, secret) == "answered"
-                obj = kube.clusters[name]
-                obj["status"] = {"phase": "Stopped", "completionTime": datetime.now(timezone.utc).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ")}
-                kube.modified(obj)
-                await until(lambda: name not in backend._leases, "the lease ended with the cluster")
-                assert "403" in await asyncio.to_thread(ask, secret)
+                side_env = {e["name"]: e["value"] for e in side["env"]}
+                assert side_env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] == f"?token={secret}"
+                # the worker's sidecar, run from its spec (the hub's address as it is reached here)
+                side_env[podstorage.ENDPOINT_ENV] = f"http://127.0.0.1:{port}"
+                root, manifest = tmp_path / "worker-mnt", tmp_path / "worker-storage.json"
+                root.mkdir()
+                stop = threading.Event()
+                runner = threading.Thread(target=podsync.run, kwargs=dict(environ=side_env, stop=stop, root=root,
+                                                                          manifest_path=manifest), daemon=True)
+                runner.start()
+                try:
+                    await until(manifest.exists, "the worker's manifest", timeout=60)
+                    data = json.loads(manifest.read_text())
+                    assert sorted(e["name"] for e in data["buckets"]) == ["home", "lab-openfield", "lab-staff"]
+                    assert all(e["mounted"] and e["credentials"]["session_token"] for e in data["buckets"])
+                    assert sorted(str(p.relative_to(root)) for p in mounts.mounts_under(root)) == [
+                        "buckets/lab-openfield", "buckets/lab-staff", "home-bucket"]
+                    assert sorted((root / "home-bucket").iterdir()) == [root / "home-bucket" / "labels.csv"]
+                finally:
+                    stop.set()
+                    await asyncio.to_thread(runner.join, 60)
+                    lease.end()
+                assert mounts.mounts_under(root) == []
+                assert name
+                # alice: her own plan; nothing of bob's
+                await backend.start_cluster(ALICE, {"profile": "pose-cpu", podstorage.LEASE_OPTION: "A" * 43})
+                alice_side = kube.created[-1]["spec"]["config"]["worker_extra_pod_config"]["containers"][0]
+                planned = json.loads({e["name"]: e["value"] for e in alice_side["env"]}[podstorage.BUCKETS_ENV])
+                assert sorted(b["bucket"] for b in planned) == ["lab-homes", "lab-openfield"]
+                assert [b["prefix"] for b in planned if b["kind"] == "home"] == ["alice/"]
+                message = await refusal(backend, PoseHubUser("carol"), {"profile": "pose-cpu",
+                                                                        podstorage.LEASE_OPTION: "x{evil}"})
+                assert message == "storage_lease: not a storage lease (leave the option as your server sets it)"
+                await backend.start_cluster(PoseHubUser("dave"), {"profile": "pose-cpu"})
+                assert "containers" not in kube.created[-1]["spec"]["config"].get("worker_extra_pod_config", {})
 
         asyncio.run(main())
     finally:

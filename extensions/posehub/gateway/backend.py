@@ -95,7 +95,7 @@ class PoseHubLocalBackend(PolicyMixin, LocalBackend):
         """GPU workers get GPUs of this machine's pool: a cluster is capped at those free now."""
         return {"free_gpus": len(self.gpu_pool.free()), "machine_gpus": len(self.gpu_pool.devices)}
 
-    def cluster_config(self, profile: dict, workers: int, user) -> dict:
+    def cluster_config(self, profile: dict, workers: int, user, options) -> dict:
         return policy.cluster_config(self.posehub, profile, workers, config_path=str(self.posehub.path))
 
     def cluster_created(self, name: str, user) -> None:

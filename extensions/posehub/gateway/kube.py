@@ -15,31 +15,29 @@ cluster's owner at its profile's price from when it was first reported (a ``dask
 of workers no longer reported, or of clusters stopped, are closed. (No Kubernetes API call: the chart's
 gateway role may not list pods.)
 
-Buckets: the gateway issues each cluster one credential lease of its owner (``posehub.k8s.leases``, as the hub
-does for a server: STS through the gateway's own role), and every worker pod gets the ``posehub-storage``
-sidecar with it (``posehub.k8s.podstorage``), so ``posehub.storage`` and ``~/buckets`` work in workers as in
-the owner's server. The lease ends with the cluster; after a gateway restart it is restored from the
-cluster's config and renewed again.
+Buckets: a cluster asked from a PoseHub server carries the secret of that server's credential lease (the
+cluster option ``storage_lease``, which the workspace sets as the client's default); every worker pod gets the
+``posehub-storage`` sidecar with it (``posehub.k8s.podstorage``), asking the hub's endpoint, so
+``posehub.storage`` and ``~/buckets`` work in workers as in the owner's server, with the same credentials,
+renewed by the hub. They end when that server stops. The gateway itself holds no AWS credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime, timezone
 
 from dask_gateway_server.backends.kubernetes.backend import KubeBackend
 from dask_gateway_server.models import ClusterStatus
+from dask_gateway_server.options import String
 from traitlets import Unicode
 
 from cost_reports.reconcile import RunningServer
 
-from ..hub.s3plan import S3FS_CREDENTIALS_ENV
 from ..k8s import helm, podstorage
-from ..k8s.leases import PodLease
 from . import policy
 from .rules import PolicyMixin
-
-GROUPS_ENV = "POSEHUB_GROUPS"  # in a cluster's environment: the owner's groups its buckets were planned with
 
 
 class PoseHubKubeBackend(PolicyMixin, KubeBackend):
@@ -50,19 +48,19 @@ class PoseHubKubeBackend(PolicyMixin, KubeBackend):
 
     async def setup(self, app):
         self.setup_policy()
-        self._unsynced: dict[str, dict[str, policy.Running]] = {}  # user -> clusters made, not yet in the cache
-        self._made: policy.Running | None = None
-        self._workers: dict[str, dict[str, datetime]] = {}  # cluster -> {worker: first reported}
-        self._issuing: PodLease | None = None  # the lease of the cluster being started (under the start lock)
-        self._leases: dict[str, PodLease] = {}  # cluster -> its workers' lease
-        self._setup_at = asyncio.get_running_loop().time()
+        self.setup_records()
         await super().setup(app)
         self.start_meter()
 
+    def setup_records(self) -> None:
+        """PoseHub's own records beside the KubeBackend's cache."""
+        self._unsynced: dict[str, dict[str, policy.Running]] = {}  # user -> clusters made, not yet in the cache
+        self._made: policy.Running | None = None
+        self._workers: dict[str, dict[str, datetime]] = {}  # cluster -> {worker: first reported}
+        self._setup_at = asyncio.get_event_loop().time()
+
     async def cleanup(self):
         self.stop_meter()
-        for lease in getattr(self, "_leases", {}).values():
-            lease.end()
         await super().cleanup()
 
     # ------------------------------------------------------------ limits (PolicyMixin's rules)
@@ -74,13 +72,12 @@ class PoseHubKubeBackend(PolicyMixin, KubeBackend):
         made = [r for name, r in self._unsynced.get(username, {}).items() if name not in self.clusters]
         return self.as_running(cached) + made
 
-    def cluster_config(self, profile: dict, workers: int, user) -> dict:
+    def cluster_config(self, profile: dict, workers: int, user, options) -> dict:
         conf = helm.dask_cluster_config(self.posehub, profile, registry=self.image_registry, tag=self.image_tag)
         owner = {helm.USER_ANNOTATION: user.name}
         conf.update(cluster_max_workers=workers, worker_extra_pod_annotations=dict(owner),
                     scheduler_extra_pod_annotations=dict(owner))
-        conf["environment"] = {**conf["environment"], GROUPS_ENV: ",".join(sorted(user.groups))}
-        return self.with_storage(conf, user.name)
+        return self.with_storage(conf, user, options.get(podstorage.LEASE_OPTION) or "")
 
     def make_cluster_object(self, username, options, config):
         obj = super().make_cluster_object(username, options, config)
@@ -89,12 +86,7 @@ class PoseHubKubeBackend(PolicyMixin, KubeBackend):
         return obj
 
     def cluster_created(self, name: str, user) -> None:
-        """Counted from now on, until the cache has it (``make_cluster_object`` ran in this start, under the lock);
-        its workers' lease renewed from now on."""
-        lease, self._issuing = self._issuing, None
-        if lease is not None:
-            self._leases[name] = lease
-            lease.start_renewal()
+        """Counted from now on, until the cache has it (``make_cluster_object`` ran in this start, under the lock)."""
         made, self._made = self._made, None
         if made is not None and made.name == name and name not in self.clusters:  # (the watch may be first)
             self._unsynced.setdefault(user.name, {})[name] = made
@@ -110,57 +102,34 @@ class PoseHubKubeBackend(PolicyMixin, KubeBackend):
 
     # ------------------------------------------------------------ the owner's buckets in the workers
 
-    async def starting(self, user) -> None:
-        """The owner's S3 credential lease, issued before the cluster is made (under the start lock): its secret
-        goes into the workers' sidecar through the cluster config (:meth:`with_storage`)."""
-        self._issuing = await PodLease.issue(self.posehub, user.name, user.groups, self.log)
+    def extra_fields(self) -> list:
+        """The cluster option ``storage_lease``: the secret of the credential lease of the server the cluster is
+        asked from (its workspace sets it as the client's default option, ``posehub.k8s.podstorage``)."""
+        return [String(podstorage.LEASE_OPTION, label="Storage lease (set by PoseHub)")]
 
-    def start_failed(self, user) -> None:
-        lease, self._issuing = self._issuing, None
-        if lease is not None:
-            lease.end()
-
-    def with_storage(self, conf: dict, username: str) -> dict:
-        """Worker pods with the owner's ``posehub-storage`` sidecar, its volumes, and the workspace's view of
-        them (``$POSEHUB_STORAGE``, ``~/buckets``, ``~/home-bucket``), as in their server's pod."""
-        lease = self._issuing
-        if lease is None or lease.user != username:
+    def with_storage(self, conf: dict, user, secret: str) -> dict:
+        """Worker pods with the owner's ``posehub-storage`` sidecar on the server's lease, its volumes, and the
+        workspace's view of them (``$POSEHUB_STORAGE``, ``~/buckets``, ``~/home-bucket``), as in the server's pod.
+        The secret gets nothing but its owner's own credentials, which the server already holds."""
+        if not secret:  # no buckets, or asked from outside a PoseHub server: workers without storage
             return conf
-        pieces = lease.pieces()
+        if not podstorage.valid_secret(secret):
+            raise policy.Refused(f"{podstorage.LEASE_OPTION}: not a storage lease (leave the option as your "
+                                 "server sets it)")
+        pieces = podstorage.pod_pieces(self.posehub, user.name, user.groups,
+                                       image=os.environ.get(podstorage.SIDECAR_IMAGE_ENV, ""),
+                                       endpoint=os.environ.get(podstorage.CREDENTIALS_URL_ENV, ""), secret=secret)
+        if pieces is None:
+            return conf
         pod = conf.setdefault("worker_extra_pod_config", {})
         pod.setdefault("containers", []).extend(pieces["containers"])
         pod.setdefault("volumes", []).extend(pieces["volumes"])
         container = conf.setdefault("worker_extra_container_config", {})
         container.setdefault("volumeMounts", []).extend(pieces["volume_mounts"])
         conf["environment"] = {**conf.get("environment", {}), **pieces["env"]}
+        # admitted by the hub's network policy, whose credential endpoint the sidecar asks
+        conf["worker_extra_pod_labels"] = {**conf.get("worker_extra_pod_labels", {}), **helm.SINGLEUSER_LABELS}
         return conf
-
-    def lease_secret(self, cluster) -> str:
-        """The lease's secret from a cluster's own config (its workers' sidecar): the gateway's record of it."""
-        for c in (cluster.config.get("worker_extra_pod_config") or {}).get("containers", []):
-            if c.get("name") == podstorage.SIDECAR:
-                env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
-                return env.get(S3FS_CREDENTIALS_ENV, "").partition("token=")[2]
-        return ""
-
-    def keep_leases(self) -> None:
-        """Leases follow the clusters in the cache: restored for running ones (after a gateway restart: the
-        secret is in the cluster's config), ended for those stopped or gone."""
-        for name, cluster in list(self.clusters.items()):
-            live = cluster.status <= ClusterStatus.RUNNING
-            if live and name not in self._leases:
-                secret = self.lease_secret(cluster)
-                if secret:
-                    groups = (cluster.config.get("environment") or {}).get(GROUPS_ENV, "")
-                    lease = PodLease.restore(self.posehub, cluster.username, [g for g in groups.split(",") if g],
-                                             secret=secret, logger=self.log)
-                    lease.start_renewal()
-                    self._leases[name] = lease
-            elif not live and name in self._leases:
-                self._leases.pop(name).end()
-        made = {n for clusters in self._unsynced.values() for n in clusters}  # not in the cache yet: still starting
-        for name in [n for n in self._leases if n not in self.clusters and n not in made]:
-            self._leases.pop(name).end()
 
     # ------------------------------------------------------------ metering, from the gateway's own records
 
@@ -201,7 +170,6 @@ class PoseHubKubeBackend(PolicyMixin, KubeBackend):
         return not quiet or waited > 2 * self.cluster_heartbeat_period
 
     async def meter_round(self) -> None:
-        self.keep_leases()
         if not self.heard_from_all():
             return
         await asyncio.to_thread(self.reconcile_workers, self.charged_workers(), {})  # a worker gone: closed now

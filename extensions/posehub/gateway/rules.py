@@ -16,18 +16,19 @@ refine :meth:`~PolicyMixin.check_startable`, :meth:`~PolicyMixin.gpu_room` and
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
 from dask_gateway_server.backends.base import PublicException
 from dask_gateway_server.options import Options, Select
-from traitlets import Float, Unicode
+from traitlets import Dict, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from cost_reports.reconcile import ReconcileResult, RunningServer, reconcile
 
-from ..config import load
+from ..config import load, validate
 from ..hub.costs import CostGate
 from . import policy
 
@@ -38,11 +39,16 @@ class PolicyMixin(LoggingConfigurable):
     """Worker profiles, limits, the budget and the meter of PoseHub, for a Dask Gateway backend."""
 
     posehub_config_file = Unicode("", config=True, help="posehub.yaml (default: $POSEHUB_CONFIG or the embedded one)")
+    posehub_config_data = Dict(config=True, help="posehub.yaml's content itself (Kubernetes: rendered into the "
+                                                 "gateway's config), instead of posehub_config_file")
     meter_interval = Float(10.0, config=True, help="Seconds between two reconciliations of workers and the ledger")
 
     def setup_policy(self) -> None:
         """Load the config and the ledger's gate; called by ``setup`` before the backend's own."""
-        self.posehub = load(self.posehub_config_file or None)
+        if self.posehub_config_data:
+            self.posehub = validate(copy.deepcopy(self.posehub_config_data), "<gateway config: posehub.yaml>")
+        else:
+            self.posehub = load(self.posehub_config_file or None)
         self.gate = CostGate(self.posehub)
         self.cluster_options = self.options_for
         self._start_lock = asyncio.Lock()
@@ -56,12 +62,17 @@ class PolicyMixin(LoggingConfigurable):
     def options_for(self, user) -> Options:
         offered = self.offered(user)
         if not offered:
-            return Options(handler=self.handler)
+            return Options(*self.extra_fields(), handler=self.handler)
         return Options(
             Select("profile", [p["slug"] for p in offered], default=policy.default_profile(self.posehub, offered),
                    label="Worker profile"),
+            *self.extra_fields(),
             handler=self.handler,
         )
+
+    def extra_fields(self) -> list:
+        """Cluster options beyond the worker profile (none by default)."""
+        return []
 
     @staticmethod
     def as_running(clusters: Iterable) -> list[policy.Running]:
@@ -80,7 +91,7 @@ class PolicyMixin(LoggingConfigurable):
         """``free_gpus``/``machine_gpus`` of :func:`policy.max_workers`: None where the scheduler places GPUs."""
         return {"free_gpus": None}
 
-    def cluster_config(self, profile: dict, workers: int, user) -> dict:
+    def cluster_config(self, profile: dict, workers: int, user, options) -> dict:
         """The ClusterConfig overrides of a cluster of ``profile`` workers, at most ``workers`` of them."""
         raise NotImplementedError
 
@@ -91,11 +102,11 @@ class PolicyMixin(LoggingConfigurable):
         left = self.gate.remaining(user.name, user.groups)
         workers = policy.max_workers(self.posehub, profile, self._running(user.name), left.remaining,
                                      self.gate.block_hours, left.budget.total, left.period.label, **self.gpu_room())
-        return self.cluster_config(profile, workers, user)
+        return self.cluster_config(profile, workers, user, options)
 
-    async def start_cluster(self, user, cluster_options):
-        """The requested profile checked first (nothing is made for a refused one), then the backend's own
-        start, one at a time: two clusters asked at once cannot both pass a limit only one fits in."""
+    def check_request(self, user, cluster_options) -> dict:
+        """The requested options, or PublicException with the user's sentence for a profile not open to them
+        (before the options' own check, which would only say it is not a valid choice)."""
         offered = self.offered(user)
         if not offered:
             raise PublicException(f"No worker profile is open to you: ask {self.posehub['hub']['admin_contact']}.")
@@ -105,21 +116,16 @@ class PolicyMixin(LoggingConfigurable):
                 policy.check_profile(self.posehub, requested["profile"], offered)
         except policy.Refused as e:
             raise PublicException(str(e)) from None
+        return requested
+
+    async def start_cluster(self, user, cluster_options):
+        """The requested profile checked first (nothing is made for a refused one), then the backend's own
+        start, one at a time: two clusters asked at once cannot both pass a limit only one fits in."""
+        requested = self.check_request(user, cluster_options)
         async with self._start_lock:
-            await self.starting(user)
-            try:
-                name = await super().start_cluster(user, requested)
-            except BaseException:
-                self.start_failed(user)
-                raise
+            name = await super().start_cluster(user, requested)
             self.cluster_created(name, user)
         return name
-
-    async def starting(self, user) -> None:
-        """Called under the start lock before the backend makes a cluster of ``user``."""
-
-    def start_failed(self, user) -> None:
-        """Called under the start lock when no cluster was made (refused, or the backend failed)."""
 
     def cluster_created(self, name: str, user) -> None:
         """Called under the start lock once the backend has made cluster ``name``."""

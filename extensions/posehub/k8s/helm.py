@@ -423,61 +423,46 @@ def default_worker_profile(cfg: PoseHubConfig) -> dict:
     return next((p for p in offered if profiles.may_use(p, "", [])), offered[0])
 
 
-_OPTIONS_SNIPPET = '''\
-# PoseHub worker profiles, rendered by posehub.k8s.helm from posehub.yaml (change that file, not this).
-import copy as _copy
-
-from dask_gateway_server.options import Options as _Options, Select as _Select
-
-_POSEHUB = {data}
-
-
-def _posehub_may_use(access, user):
-    if user.admin or (access["users"] is None and access["groups"] is None):
-        return True
-    return user.name in (access["users"] or []) or bool(set(user.groups) & set(access["groups"] or []))
-
-
-def _posehub_cluster(options, user):
-    profile = _POSEHUB["profiles"][options.profile]
-    if not _posehub_may_use(profile["access"], user):
-        raise ValueError("Worker profile '%s' is not open to you. Ask %s for access."
-                         % (options.profile, _POSEHUB["contact"]))
-    config = _copy.deepcopy(profile["config"])
-    for pod in ("worker", "scheduler"):
-        config[pod + "_extra_pod_annotations"] = {{_POSEHUB["user_annotation"]: user.name}}
-    return config
-
-
-c.Backend.cluster_options = _Options(
-    _Select("profile", list(_POSEHUB["profiles"]), default=_POSEHUB["default"], label="Worker profile"),
-    handler=_posehub_cluster,
-)
+_GATEWAY_SNIPPET = '''\
+# PoseHub's gateway, rendered by posehub.k8s.helm from posehub.yaml (change that file, not this): the Kubernetes
+# backend with PoseHub's worker profiles, limits, budget and meter (posehub.gateway.kube), the cost service as
+# the gateway's admin (posehub.gateway.auth).
+c.DaskGateway.backend_class = "posehub.gateway.kube.PoseHubKubeBackend"
+c.DaskGateway.authenticator_class = "posehub.gateway.auth.PoseHubAuthenticator"
+c.PoseHubKubeBackend.image_registry = {registry!r}
+c.PoseHubKubeBackend.image_tag = {tag!r}
+c.PoseHubKubeBackend.meter_interval = {meter!r}
+c.PoseHubKubeBackend.posehub_config_data = {data}
 '''
 
 
-def gateway_options_snippet(cfg: PoseHubConfig, *, registry: str, tag: str) -> str:
-    """``gateway.extraConfig``: the cluster option ``profile`` (a worker profile), checked against the
-    profile's access rules (as :func:`posehub.profiles.may_use`) and turned into its cluster config.
-    The gateway pod runs the stock dask-gateway-server image, so the data is inlined (a Python literal)."""
-    data = {
-        "default": default_worker_profile(cfg)["slug"],
-        "contact": cfg["hub"]["admin_contact"],
-        "user_annotation": USER_ANNOTATION,
-        "profiles": {p["slug"]: {"access": {"users": p.get("allowed_users"), "groups": p.get("allowed_groups")},
-                                 "config": dask_cluster_config(cfg, p, registry=registry, tag=tag)}
-                     for p in dask_worker_profiles(cfg)},
-    }
-    return _OPTIONS_SNIPPET.format(data=pprint.pformat(data, width=100, sort_dicts=False))
+def gateway_snippet(cfg: PoseHubConfig, *, registry: str, tag: str) -> str:
+    """``gateway.extraConfig``: PoseHub's backend and authenticator, and posehub.yaml as the hub pod reads it
+    (inlined: the chart mounts nothing of ours in the gateway's pod)."""
+    data = hub_pod_config(cfg)
+    return _GATEWAY_SNIPPET.format(registry=registry, tag=tag, meter=float(cfg["dask"]["meter_interval_seconds"]),
+                                   data=pprint.pformat(data, width=100, sort_dicts=False))
+
+
+def _ledger_url(cfg: PoseHubConfig) -> None:
+    """The gateway meters workers into the hub's ledger: on Kubernetes a database both pods reach."""
+    url = cfg["costs"]["db_url"]
+    if not url.startswith("postgres"):
+        raise RenderError("costs.db_url: on Kubernetes the Dask gateway meters workers into the cost ledger from "
+                          "its own pod, which cannot reach the hub's SQLite file: set costs.db_url to a PostgreSQL "
+                          "database (its password in the 'posehub-db' Secret), or set dask.enabled: false")
 
 
 def dask_gateway_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str,
                         release: str = DASK_RELEASE) -> dict:
-    """Values of the ``dask-gateway`` chart (Kubernetes backend): JupyterHub auth with the token the
-    jupyterhub chart made for the ``dask-gateway`` service, served under the hub's
-    ``/services/dask-gateway``, workers of the default worker profile unless a cluster asks for another."""
+    """Values of the ``dask-gateway`` chart (Kubernetes backend): PoseHub's backend and authenticator in the hub
+    image (``posehub.gateway.kube``: worker profiles open to each user, limits and budget checked at start,
+    workers metered into the ledger, the owner's buckets in workers), JupyterHub auth with the token the
+    jupyterhub chart made for the ``dask-gateway`` service, served under the hub's ``/services/dask-gateway``;
+    the backend's defaults are the default worker profile's."""
     from ..hub.hubapply import DASK_SERVICE
 
+    _ledger_url(cfg)
     default = dask_cluster_config(cfg, default_worker_profile(cfg), registry=registry, tag=tag)
     worker = {
         "cores": {"request": default["worker_cores"], "limit": default["worker_cores_limit"]},
@@ -488,9 +473,18 @@ def dask_gateway_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespac
         worker["extraPodConfig"] = default["worker_extra_pod_config"]
     if "worker_extra_container_config" in default:
         worker["extraContainerConfig"] = default["worker_extra_container_config"]
+    env = [{"name": DB_PASSWORD_ENV, **_secret_env(DB_SECRET)}] if _db_values(cfg)[1] else []
+    b = cfg["buckets"]
+    if b["backend"] == "s3" and (b["shared"] or b.get("home")):  # workers' sidecars ask the hub's endpoint
+        env += [{"name": podstorage.SIDECAR_IMAGE_ENV, "value": image_ref_hub(registry, tag)},
+                {"name": podstorage.CREDENTIALS_URL_ENV,
+                 "value": f"http://hub.{namespace}:{b['sts']['credentials_port']}"}]
+    hub_image = split_image(image_ref_hub(registry, tag))
     return {
         "gateway": {
+            "image": hub_image,  # posehub and dask-gateway-server (deploy/hub/Dockerfile)
             "prefix": f"/services/{DASK_SERVICE}",
+            "env": env,
             "auth": {"type": "jupyterhub", "jupyterhub": {
                 "apiUrl": f"http://hub.{namespace}:{HUB_API_PORT}/hub/api",
                 "apiTokenFromSecretName": "hub",
@@ -504,7 +498,7 @@ def dask_gateway_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespac
                               "memory": {"request": SCHEDULER["memory"], "limit": SCHEDULER["memory"]}},
                 "worker": worker,
             },
-            "extraConfig": {"posehub-options": gateway_options_snippet(cfg, registry=registry, tag=tag)},
+            "extraConfig": {"posehub": gateway_snippet(cfg, registry=registry, tag=tag)},
         },
         # reached through the hub's proxy (/services/dask-gateway) and from the cluster only
         "traefik": {"service": {"type": "ClusterIP"}},

@@ -1,7 +1,7 @@
-"""One pod owner's S3 credential lease on Kubernetes: issued, renewed, ended (the hub's, and the gateway's).
+"""One server's S3 credential lease on Kubernetes: issued, renewed, ended, restored after a hub restart.
 
-The hub pod issues one per server (``posehub.k8s.spawner``), the Dask gateway one per cluster, whose workers
-all share it (``posehub.gateway.kube``). Each is what one machine's spawner does for a server: STS credentials
+The hub pod issues one per server (``posehub.k8s.spawner``); the Dask clusters asked from that server share it
+(``posehub.gateway.kube``). It is what one machine's spawner does for a server: STS credentials
 for the user's buckets (the issuer's role assumes the users' role with the session policy), registered at the
 issuer's credential endpoint under a new secret (:mod:`posehub.hub.s3broker`, served on the pod network),
 renewed before they end for as long as the lease lives. The secret goes to the pod's ``posehub-storage``
@@ -47,22 +47,20 @@ class PodLease:
         return self
 
     @classmethod
-    def restore(cls, cfg: PoseHubConfig, user: str, groups, *, digest: str = "", secret: str = "",
-                logger=log) -> PodLease:
-        """The lease of a pod that outlived its issuer's restart (by the secret's digest, or the secret itself);
-        it answers again once renewed (:meth:`start_renewal`)."""
-        lease = s3broker.Lease(user, role_arn=cfg["buckets"]["sts"]["role_arn"], secret=secret,
-                               digest="" if secret else digest)
+    def restore(cls, cfg: PoseHubConfig, user: str, groups, digest: str, logger=log) -> PodLease:
+        """The lease of a server that outlived a hub restart (by its secret's digest, all the hub keeps); it
+        answers again once renewed (:meth:`start_renewal`)."""
+        lease = s3broker.Lease(user, role_arn=cfg["buckets"]["sts"]["role_arn"], secret="", digest=digest)
         s3broker.register(lease)
         return cls(cfg, user, groups, lease, logger)
 
     def pieces(self) -> dict:
-        """The sidecar, volumes, mounts and environment of a pod holding this lease (``posehub.k8s.podstorage``);
-        the sidecar's image and the endpoint's address are the issuer's environment's."""
+        """The sidecar, volumes, mounts and environment of the server's pod (``posehub.k8s.podstorage``); the
+        sidecar's image and the endpoint's address are the hub pod's environment's."""
         return podstorage.pod_pieces(self.cfg, self.user, self.groups,
                                      image=os.environ.get(podstorage.SIDECAR_IMAGE_ENV, ""),
                                      endpoint=os.environ.get(podstorage.CREDENTIALS_URL_ENV, ""),
-                                     secret=self.lease.secret)
+                                     secret=self.lease.secret, server=True)
 
     def fetch(self) -> s3creds.Credentials:
         """New STS credentials for the buckets planned at the start (blocking)."""

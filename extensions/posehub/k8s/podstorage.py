@@ -2,8 +2,9 @@
 
 The same plan as on one machine (:mod:`posehub.hub.s3plan`): the buckets the user's groups see and their
 own home prefix, one set of short-lived STS credentials limited by the same session policy, renewed by
-whoever issued them (the hub for servers, the gateway for Dask workers) and served at its credential
-endpoint (:mod:`posehub.hub.s3broker`) to whoever shows the lease's secret.
+the hub and served at its credential endpoint (:mod:`posehub.hub.s3broker`) to whoever shows the lease's secret:
+a server's sidecar, and the sidecars of the Dask workers of clusters asked from that server (the cluster
+option ``storage_lease``, :mod:`posehub.gateway.kube`).
 
 In the pod, the **s3fs-fuse sidecar** ``posehub-storage`` (:mod:`posehub.k8s.podsync`; deploy/README.md says
 why not the Mountpoint CSI driver) holds the secret, in its own environment only:
@@ -33,6 +34,10 @@ POD_HOME = PurePosixPath("/home/jovyan")  # the images' home (singleuser.storage
 MANIFEST_DIR = "/run/posehub"
 MANIFEST_PATH = f"{MANIFEST_DIR}/storage.json"  # $POSEHUB_STORAGE in the workspace and in Dask workers
 SIDECAR = "posehub-storage"
+# the Dask cluster option carrying the server's lease secret to its workers' sidecars (posehub.gateway.kube), and
+# the dask-gateway client's default for it in the workspace (its config gateway.cluster.options)
+LEASE_OPTION = "storage_lease"
+LEASE_OPTION_ENV = "DASK_GATEWAY__CLUSTER__OPTIONS__STORAGE_LEASE"
 # in the environment of the issuer (the hub pod; the gateway): the sidecar's image, the endpoint as pods reach it
 SIDECAR_IMAGE_ENV = "POSEHUB_SIDECAR_IMAGE"
 CREDENTIALS_URL_ENV = "POSEHUB_CREDENTIALS_URL"
@@ -92,7 +97,7 @@ def sidecar(cfg: PoseHubConfig, access_list: list[s3plan.BucketAccess], *, image
         "command": ["python3", "-m", "posehub.k8s.podsync"],
         "env": [
             {"name": ENDPOINT_ENV, "value": endpoint},
-            {"name": s3plan.S3FS_CREDENTIALS_ENV, "value": f"?token={secret}"},
+            {"name": s3plan.S3FS_CREDENTIALS_ENV, "value": f"?token={secret}"},  # (s3broker.Lease.relative_uri)
             {"name": MANIFEST_ENV, "value": json.dumps(manifest(access_list))},
             {"name": BUCKETS_ENV, "value": json.dumps([dataclasses.asdict(a) for a in access_list])},
             {"name": TIMEOUT_ENV, "value": str(b["mount"]["timeout_seconds"])},
@@ -119,19 +124,30 @@ def workspace_mounts(home: PurePosixPath = POD_HOME) -> list[dict]:
                for v, sub in VOLUMES.items()])
 
 
-def workspace_env() -> dict:
+def workspace_env(secret: str = "") -> dict:
+    """``$POSEHUB_STORAGE``; in a server (``secret``), also the Dask clusters' default ``storage_lease`` option,
+    so that its clusters' workers reach the same buckets. The secret gets the owner's own credentials only,
+    which the workspace holds anyway (in the manifest)."""
     from ..storage import MANIFEST_ENV as STORAGE_ENV
 
-    return {STORAGE_ENV: MANIFEST_PATH}
+    return {STORAGE_ENV: MANIFEST_PATH, **({LEASE_OPTION_ENV: secret} if secret else {})}
 
 
-def pod_pieces(cfg: PoseHubConfig, username: str, groups, *, image: str, endpoint: str, secret: str) -> dict | None:
+def valid_secret(secret: str) -> bool:
+    """What :class:`posehub.hub.s3broker.Lease` makes (``secrets.token_urlsafe(32)``)."""
+    return 32 <= len(secret) <= 128 and all(c.isalnum() or c in "-_" for c in secret)
+
+
+def pod_pieces(cfg: PoseHubConfig, username: str, groups, *, image: str, endpoint: str, secret: str,
+               server: bool = False) -> dict | None:
     """Everything a pod of ``username`` gets for storage (None without buckets): ``containers`` (the sidecar),
-    ``volumes``, ``volume_mounts`` and ``env`` of the workspace container, and the ``accesses`` behind them."""
+    ``volumes``, ``volume_mounts`` and ``env`` of the workspace container (a ``server``'s passes its lease on
+    to the Dask clusters it asks for), and the ``accesses`` behind them."""
     access_list = accesses(cfg, username, groups)
     if not access_list:
         return None
     return {"accesses": access_list,
             "containers": [sidecar(cfg, access_list, image=image, endpoint=endpoint, secret=secret)],
-            "volumes": volumes(), "volume_mounts": workspace_mounts(), "env": workspace_env()}
+            "volumes": volumes(), "volume_mounts": workspace_mounts(),
+            "env": workspace_env(secret if server and cfg["dask"]["enabled"] else "")}
 

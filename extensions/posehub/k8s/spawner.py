@@ -101,7 +101,7 @@ class PoseHubKubeSpawner(KubeSpawner):
         if self.storage_state.get("digest") and self._lease is None:
             # the sidecar's secret answers again once poll() has renewed the credentials
             self._lease = PodLease.restore(self.posehub, self.user.name, self.storage_state.get("groups", []),
-                                           digest=self.storage_state["digest"], logger=self.log)
+                                           self.storage_state["digest"], logger=self.log)
 
     def clear_state(self):
         super().clear_state()
