@@ -91,3 +91,20 @@ class MotoServer:
             for o in page.get("Contents", []):
                 out[o["Key"]] = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
         return out
+
+
+def lab_buckets(s3: MotoServer, workdir: Path, credentials_port: int) -> dict:
+    """A lab on ``s3`` as the Kubernetes tests use it, and its ``buckets`` section of posehub.yaml: a read-only bucket
+    for everyone (``lab-openfield``), a read-write one for the group staff (``lab-staff``), everyone's home prefix
+    (``lab-homes``), the users' role any hub may assume; credentials from STS at ``credentials_port``."""
+    admin = s3.client("s3")
+    for b in ("lab-openfield", "lab-staff", "lab-homes"):
+        admin.create_bucket(Bucket=b)
+    role = s3.role("posehub-users", {"Version": "2012-10-17",
+                                     "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+    return {"backend": "s3", "region": REGION, "endpoint_url": s3.url,
+            "hub_keys_file": str(s3.keys_file(workdir / "hub-keys")),
+            "sts": {"role_arn": role, "credentials_port": credentials_port}, "mount": {"timeout_seconds": 5},
+            "shared": [{"name": "lab-openfield", "read_only": True},
+                       {"name": "lab-staff", "read_only": False, "groups": ["staff"]}],
+            "home": {"name": "lab-homes"}}

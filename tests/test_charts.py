@@ -299,25 +299,16 @@ def test_dask_workers_of_a_cluster_asked_from_a_server_get_its_owners_buckets(re
 def storage_rendered(tmp_path_factory, ledger):
     """The hub chart rendered for S3 buckets on a real S3/STS server (moto, on loopback): a read-only bucket
     for everyone, a read-write one for the group staff, everyone's home prefix; objects of alice and bob."""
-    from s3server import MotoServer
+    from s3server import MotoServer, lab_buckets
 
     work = tmp_path_factory.mktemp("pod-storage")
     s3 = MotoServer(work).start()
     try:
+        buckets = lab_buckets(s3, work, free_port())
         admin = s3.client("s3")
-        for b in ("lab-openfield", "lab-staff", "lab-homes"):
-            admin.create_bucket(Bucket=b)
         admin.put_object(Bucket="lab-openfield", Key="video.mp4", Body=b"frames")
         for user in ("alice", "bob"):
             admin.put_object(Bucket="lab-homes", Key=f"{user}/secret.txt", Body=f"{user}'s".encode())
-        role = s3.role("posehub-users", {"Version": "2012-10-17",
-                                         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
-        buckets = {"backend": "s3", "region": "us-east-1", "endpoint_url": s3.url,
-                   "hub_keys_file": str(s3.keys_file(work / "hub-keys")),
-                   "sts": {"role_arn": role, "credentials_port": free_port()}, "mount": {"timeout_seconds": 5},
-                   "shared": [{"name": "lab-openfield", "read_only": True},
-                              {"name": "lab-staff", "read_only": False, "groups": ["staff"]}],
-                   "home": {"name": "lab-homes"}}
         cfg = load(write_config(work, buckets=buckets, costs=ledger()))
         values = helm_cli.render(cfg, registry=REG, tag=TAG, namespace=NS, hub_role_arn=HUB_ROLE)
         r = helm_template(chart_copy("jupyterhub", work), helm.HUB_RELEASE, values["jupyterhub"], work)

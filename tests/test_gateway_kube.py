@@ -346,26 +346,17 @@ def test_workers_reach_their_owners_buckets_with_the_servers_lease(tmp_path, mon
     from posehub.hub import mounts
     from posehub.k8s import podstorage, podsync
     from posehub.k8s.leases import PodLease
-    from s3server import MotoServer
+    from s3server import MotoServer, lab_buckets
 
     if shutil.which("s3fs") is None:
         pytest.skip("s3fs is not installed (make test installs it)")
     s3 = MotoServer(tmp_path).start()
     try:
+        port = free_port()
+        buckets = lab_buckets(s3, tmp_path, port)
         admin = s3.client("s3")
-        for b in ("lab-openfield", "lab-staff", "lab-homes"):
-            admin.create_bucket(Bucket=b)
         admin.put_object(Bucket="lab-homes", Key="bob/labels.csv", Body=b"x,y")
         admin.put_object(Bucket="lab-homes", Key="alice/private.csv", Body=b"no")
-        role = s3.role("users", {"Version": "2012-10-17",
-                                 "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
-        port = free_port()
-        buckets = {"backend": "s3", "region": "us-east-1", "endpoint_url": s3.url,
-                   "hub_keys_file": str(s3.keys_file(tmp_path / "hub-keys")),
-                   "sts": {"role_arn": role, "credentials_port": port}, "mount": {"timeout_seconds": 5},
-                   "shared": [{"name": "lab-openfield", "read_only": True},
-                              {"name": "lab-staff", "read_only": False, "groups": ["staff"]}],
-                   "home": {"name": "lab-homes"}}
         # the gateway's environment (the rendered values): the sidecar's image, the hub's endpoint
         monkeypatch.setenv(podstorage.SIDECAR_IMAGE_ENV, f"{REG}/posehub-hub:{TAG}")
         monkeypatch.setenv(podstorage.CREDENTIALS_URL_ENV, f"http://hub.{NS}:{port}")

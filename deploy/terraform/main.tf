@@ -248,3 +248,42 @@ resource "aws_s3_bucket_public_access_block" "data" {
   ignore_public_acls      = true
   restrict_public_buckets = true
 }
+
+# The cost ledger (costs.db_url): PostgreSQL, which the hub pod (cost service, budget checks) and the Dask
+# gateway (worker meter) both write. Private subnets, reachable from the cluster's nodes only; the master
+# password is kept in AWS Secrets Manager (terraform output ledger_password_secret_arn).
+resource "aws_db_subnet_group" "ledger" {
+  name_prefix = "${var.cluster_name}-ledger-"
+  subnet_ids  = module.vpc.private_subnets
+}
+
+resource "aws_security_group" "ledger" {
+  name_prefix = "${var.cluster_name}-ledger-"
+  vpc_id      = module.vpc.vpc_id
+
+  ingress {
+    description     = "PostgreSQL from the cluster's nodes"
+    from_port       = 5432
+    to_port         = 5432
+    protocol        = "tcp"
+    security_groups = [module.eks.node_security_group_id]
+  }
+}
+
+resource "aws_db_instance" "ledger" {
+  identifier_prefix           = "${var.cluster_name}-ledger-"
+  engine                      = "postgres"
+  engine_version              = "16"
+  instance_class              = var.ledger_instance_class
+  allocated_storage           = 20
+  storage_type                = "gp3"
+  storage_encrypted           = true
+  db_name                     = "posehub"
+  username                    = "posehub"
+  manage_master_user_password = true
+  db_subnet_group_name        = aws_db_subnet_group.ledger.name
+  vpc_security_group_ids      = [aws_security_group.ledger.id]
+  backup_retention_period     = 7
+  skip_final_snapshot         = false
+  final_snapshot_identifier   = "${var.cluster_name}-ledger-final"
+}

@@ -37,3 +37,13 @@ output "users_role_arn" {
   description = "The users' role: buckets.sts.role_arn in posehub.yaml."
   value       = aws_iam_role.users.arn
 }
+
+output "ledger_url" {
+  description = "costs.db_url in posehub.yaml (its password goes in the Secret posehub-db)."
+  value       = "postgresql+psycopg://${aws_db_instance.ledger.username}@${aws_db_instance.ledger.address}:${aws_db_instance.ledger.port}/${aws_db_instance.ledger.db_name}"
+}
+
+output "ledger_password_secret_arn" {
+  description = "Secrets Manager secret holding the ledger's password (kubectl create secret generic posehub-db ...)."
+  value       = aws_db_instance.ledger.master_user_secret[0].secret_arn
+}

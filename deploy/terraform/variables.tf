@@ -74,3 +74,9 @@ variable "namespace" {
   type        = string
   default     = "posehub"
 }
+
+variable "ledger_instance_class" {
+  description = "Instance class of the cost ledger's PostgreSQL (costs.db_url)."
+  type        = string
+  default     = "db.t4g.micro"
+}
