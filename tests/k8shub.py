@@ -162,7 +162,7 @@ async def run_case(c, case: dict, workdir: Path) -> dict:
         return {"offered": offered, "refused": getattr(e, "jupyterhub_message", None) or str(e), "pod": None}
     await spawner.load_user_options()
     pod = ApiClient().sanitize_for_serialization(await spawner.get_pod_manifest())
-    out = {"offered": offered, "refused": None, "pod": pod}
+    out = {"offered": offered, "refused": None, "pod": pod, "state": spawner.get_state()}
     if case.get("storage"):
         out["storage"] = await asyncio.to_thread(storage_facts, pod, workdir, case["user"])
         if case.get("restart"):  # the hub restarts: its leases are gone from memory, its database keeps the state

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import jsonschema
@@ -201,6 +202,17 @@ def test_user_pods_of_each_profile_from_the_chart_config_and_kubespawner(rendere
         assert env["POSEHUB_PROFILE"] == p["slug"] and env["POSEHUB_COST_URL"].startswith(f"http://hub.{NS}:")
         kubernetes_validate.validate(pod, helm.KUBERNETES_VERSION, strict=True)
     alice_gpu, bob_gpu, alice_default = results[len(cfg["profiles"]):]
+    # each server's idle limit is kept in its state for PoseHub's culler (the hub service idle-culler), as on one
+    # machine: bob's GPU server is stopped after 30 idle minutes, alice's small CPU server after 60
+    from posehub import culling
+
+    decide = culling.arbiter(cfg)
+    assert bob_gpu["state"]["profile"] == "gpu" and bob_gpu["state"]["idle_seconds"] == 1800
+    assert alice_default["state"]["idle_seconds"] == 3600
+    for res, stopped in ((bob_gpu, True), (alice_default, False)):
+        assert decide(inactive=timedelta(minutes=45), inactive_limit=1800, server={"state": res["state"]}) is stopped
+    env = {e["name"]: e.get("value") for e in bob_gpu["pod"]["spec"]["containers"][0]["env"]}
+    assert env["POSEHUB_IDLE_LIMIT_SECONDS"] == "1800" and env["JUPYTERHUB_ACTIVITY_INTERVAL"] == "300"
     assert alice_gpu["offered"] == ["cpu-small", "pose-cpu"] and alice_gpu["pod"] is None
     assert alice_gpu["refused"] == "You may not use the profile 'gpu'. Ask the lab's PoseHub admin for access."
     assert bob_gpu["offered"] == ["cpu-small", "pose-cpu", "cpu-large", "gpu"] and bob_gpu["refused"] is None

@@ -188,11 +188,13 @@ def test_services_cost_and_dask_gateway(embedded):
                                   "apiTokenFromSecretKey": "hub.services.dask-gateway.apiToken",
                                   "jupyterhubServiceName": "dask-gateway"}
     assert dg["gateway"]["prefix"] == "/services/dask-gateway"
-    # idle servers: the chart's own culler, with PoseHub's default limit (one machine's per-profile limits need
-    # the culler's arbiter hook); no role for a culler service the chart does not run
-    assert jh["cull"] == {"enabled": True, "timeout": 3600, "every": 60, "maxAge": 0, "users": False,
-                          "adminUsers": True, "removeNamedServers": False}
-    assert "idle-culler" not in services and "posehub-idle-culler" not in jh["hub"]["loadRoles"]
+    # idle servers: PoseHub's culler as a hub service, as on one machine (each profile's limit, by the arbiter),
+    # with its role; the chart's own (one limit for all) off
+    assert jh["cull"] == {"enabled": False}
+    assert services["idle-culler"]["command"] == ["python3", "-m", "posehub.idleculler"]
+    assert services["idle-culler"]["environment"] == {"POSEHUB_CONFIG": helm.CONFIG_MOUNT}
+    assert "admin:server_state" in jh["hub"]["loadRoles"]["posehub-idle-culler"]["scopes"]
+    assert jh["hub"]["loadRoles"]["posehub-idle-culler"]["services"] == ["idle-culler"]
     assert jh["singleuser"]["extraEnv"]["DASK_GATEWAY__PROXY_ADDRESS"] == "gateway://traefik-dask-gateway.posehub:80"
     assert helm.dask_names("posehub", "lab")["traefik_url"] == "http://traefik-lab-dask-gateway.posehub"
 
@@ -431,10 +433,16 @@ def test_hub_pod_budget_and_access_checks(tmp_path):
             asyncio.run(kubehub.budget_check(cfg)(s))
         finally:
             assert s.prepared == (0 if s.environment == {} else 1)
+        return s
 
     small = {"default": 0.15, "groups": {"staff": 100}}
     check("a", small, "alice", profile="cpu-small")  # a $0.10 block fits $0.15
-    check("a", small, "bob", ["staff"], profile="gpu")
+    bob = check("a", small, "bob", ["staff"], profile="gpu")
+    # his server's idle limit is the GPU profile's (culling.gpu_idle_minutes: 30), kept for PoseHub's culler, and his
+    # JupyterLab reports activity and warns by it
+    assert (bob.profile_slug, bob.idle_limit_seconds) == ("gpu", 1800)
+    assert {k: bob.environment[k] for k in ("JUPYTERHUB_ACTIVITY_INTERVAL", "POSEHUB_IDLE_LIMIT_SECONDS")} == {
+        "JUPYTERHUB_ACTIVITY_INTERVAL": "300", "POSEHUB_IDLE_LIMIT_SECONDS": "1800"}
     with pytest.raises(ProfileError) as err:
         check("a", small, "alice", profile="gpu")
     assert err.value.status_code == 403 and str(err.value) == (

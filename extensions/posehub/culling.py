@@ -1,6 +1,6 @@
 """When an idle server is stopped (pure: the config and times in, decisions out).
 
-The hub runs jupyterhub-idle-culler as a managed service (``hub_config/idle_culler_config.py``); its
+The hub runs jupyterhub-idle-culler as a managed service (:mod:`posehub.idleculler`); its
 ``cull_arbiter_hook`` is :func:`arbiter`, which reads the server's profile from its saved state and
 applies that profile's limit. Servers report their activity to the hub often enough for the shortest
 limit (:func:`activity_interval`), and JupyterLab asks its own server how long it has been idle to
@@ -30,6 +30,12 @@ def idle_limit(cfg: PoseHubConfig, profile: dict | None) -> float:
 def activity_interval(limit_seconds: float) -> int:
     """How often a server tells the hub it is active: four times within its limit, at most every 5 minutes."""
     return int(max(MIN_ACTIVITY_INTERVAL, min(MAX_ACTIVITY_INTERVAL, limit_seconds / 4)))
+
+
+def server_env(cfg: PoseHubConfig, limit_seconds: float) -> dict:
+    """A server's environment for its limit: how often it reports activity, and when JupyterLab warns."""
+    return {ACTIVITY_ENV: str(activity_interval(limit_seconds)), IDLE_LIMIT_ENV: str(int(limit_seconds)),
+            IDLE_WARN_ENV: str(cfg["culling"]["warn_minutes"])}
 
 
 def shortest_limit(cfg: PoseHubConfig) -> float:

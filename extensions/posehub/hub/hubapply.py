@@ -207,8 +207,7 @@ def culler_service(cfg: PoseHubConfig) -> dict:
     """jupyterhub-idle-culler as a managed service, deciding by each server's profile (posehub.culling)."""
     return {
         "name": CULLER_SERVICE,
-        "command": [sys.executable, "-m", "jupyterhub_idle_culler",
-                    f"--config={REPO_ROOT / 'hub_config' / 'idle_culler_config.py'}"],
+        "command": [sys.executable, "-m", "posehub.idleculler"],
         "environment": {"POSEHUB_CONFIG": str(cfg.path)},
         "display": False,
     }

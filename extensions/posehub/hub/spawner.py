@@ -266,10 +266,7 @@ class PoseHubSpawner(LocalProcessSpawner):
         env[MANIFEST_ENV] = str(workspace.manifest_file(Path(self.home_dir)))
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in self.gpu_indices)
         if self.posehub_config["culling"]["enabled"] and self.profile_slug:
-            limit = self.idle_limit_seconds
-            env[culling.ACTIVITY_ENV] = str(culling.activity_interval(limit))
-            env[culling.IDLE_LIMIT_ENV] = str(int(limit))
-            env[culling.IDLE_WARN_ENV] = str(self.posehub_config["culling"]["warn_minutes"])
+            env.update(culling.server_env(self.posehub_config, self.idle_limit_seconds))
         return env
 
     @default("apply_user_options")

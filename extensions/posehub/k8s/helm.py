@@ -266,7 +266,7 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
                 release: str = HUB_RELEASE, dask_release: str = DASK_RELEASE, hub_role_arn: str = "") -> dict:
     """Values of the ``jupyterhub`` chart (Zero to JupyterHub) for this config."""
     from ..gateway.settings import GATEWAY_URL_ENV
-    from ..hub.hubapply import COST_SERVICE, CULLER_ROLE, DASK_SERVICE
+    from ..hub.hubapply import COST_SERVICE, CULLER_SERVICE, DASK_SERVICE
 
     pod_data = hub_pod_config(cfg)
     storage = storage_values(cfg, registry=registry, tag=tag, namespace=namespace, hub_role_arn=hub_role_arn)
@@ -282,8 +282,12 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
                                "url": f"http://hub:{port}",
                                "command": ["python3", "-m", "posehub.costservice"],
                                "environment": {"POSEHUB_CONFIG": CONFIG_MOUNT}}}
-    roles = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in traits["JupyterHub"]["load_roles"]
-             if r["name"] != CULLER_ROLE}  # the chart runs its own culler (cull_values)
+    roles = {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in traits["JupyterHub"]["load_roles"]}
+    culler = next((s for s in traits["JupyterHub"]["services"] if s["name"] == CULLER_SERVICE), None)
+    if culler is not None:  # PoseHub's culler (each profile's limit), not the chart's (one limit for all)
+        services[CULLER_SERVICE] = {**{k: v for k, v in culler.items() if k != "name"},
+                                    "command": ["python3", "-m", "posehub.idleculler"],
+                                    "environment": {"POSEHUB_CONFIG": CONFIG_MOUNT}}
     user_env: dict = {"POSEHUB_COST_URL": f"http://hub.{namespace}:{port}/services/cost/"}
     hub_pods = {"podSelector": {"matchLabels": {"component": "hub", "release": release}}}
     hub_ingress = [{"ports": [{"port": port, "protocol": "TCP"}],
@@ -333,7 +337,7 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
         hub["db"] = db
     return {
         "hub": hub,
-        "cull": cull_values(cfg),
+        "cull": {"enabled": False},  # PoseHub's culler runs as a hub service (hub.services.idle-culler)
         # the image pullers run on GPU nodes too, so a GPU node that the autoscaler adds pulls the (large) pose
         # image before anyone waits for it inside the spawn timeout
         "prePuller": {"extraTolerations": copy.deepcopy(GPU_TOLERATIONS)},
@@ -345,15 +349,6 @@ def z2jh_values(cfg: PoseHubConfig, *, registry: str, tag: str, namespace: str =
             "networkPolicy": {"egress": user_egress},
         },
     }
-
-
-def cull_values(cfg: PoseHubConfig) -> dict:
-    """``culling`` -> the chart's idle culler (one limit for every server: ``culling.idle_minutes``; the
-    per-profile limits of one machine need the culler's arbiter hook, which the chart does not take)."""
-    c = cfg["culling"]
-    return {"enabled": c["enabled"], "timeout": int(float(c["idle_minutes"]) * 60), "every": c["check_every_seconds"],
-            "maxAge": int(float(c["max_age_hours"]) * 3600), "users": False, "adminUsers": True,
-            "removeNamedServers": False}
 
 
 def image_ref_hub(registry: str, tag: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from .. import profiles
+from .. import culling, profiles
 from ..config import PoseHubConfig
 from .helm import DB_PASSWORD_ENV
 
@@ -57,7 +57,8 @@ def restrict_profiles(cfg: PoseHubConfig, offered: list[dict]):
 
 def budget_check(cfg: PoseHubConfig):
     """``KubeSpawner.pre_spawn_hook``: refuse a profile the user may not use, or whose minimum block
-    their budget does not cover, with the same messages as on one machine. The cost service opens
+    their budget does not cover, with the same messages as on one machine; then the server's idle limit (its
+    profile's, with admins' settings) and the user's buckets. The cost service opens
     and closes the server's ledger span (it reconciles with the servers the hub runs)."""
 
     async def pre_spawn_hook(spawner) -> None:
@@ -75,10 +76,14 @@ def budget_check(cfg: PoseHubConfig):
         check = await asyncio.to_thread(gate_for(cfg).precheck, user.name, groups, profile)
         if not check.ok:
             raise ProfileError(403, check.message)
+        env = spawner.environment if isinstance(spawner.environment, dict) else {}
+        if cfg["culling"]["enabled"]:  # the limit it starts with, kept in its state for the culler's arbiter
+            limit = culling.idle_limit(cfg, profile)
+            spawner.profile_slug, spawner.idle_limit_seconds = profile["slug"], limit
+            spawner.environment = env = {**env, **culling.server_env(cfg, limit)}
         if cfg["dask"]["enabled"]:  # what the ensemble widget offers: the worker profiles the gateway accepts
             from ..gateway.policy import WORKER_PROFILES_ENV, profiles_env
 
-            env = spawner.environment if isinstance(spawner.environment, dict) else {}
             value = profiles_env(cfg, user.name, groups, bool(user.admin))
             spawner.environment = {**env, WORKER_PROFILES_ENV: template_literal(value)}
         await spawner.prepare_storage()  # (posehub.k8s.spawner) the user's buckets, once the spawn is allowed

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 
 from kubespawner import KubeSpawner
-from traitlets import Dict, Unicode
+from traitlets import Dict, Float, Unicode
 
+from .. import culling
 from ..config import PoseHubConfig, load
 from .hubpod import template_literal
 from .leases import PodLease
@@ -43,6 +44,9 @@ class PoseHubKubeSpawner(KubeSpawner):
     posehub_config_file = Unicode("", config=True, help="posehub.yaml (default: $POSEHUB_CONFIG)")
     storage_state = Dict(help="The running server's credential lease (its secret's SHA-256, the groups it was "
                               "planned for), kept across hub restarts.")
+
+    profile_slug = Unicode("", help="The profile the server started with (set by the pre-spawn hook).")
+    idle_limit_seconds = Float(0, help="Its idle limit when it started (admins' setting included): the culler's.")
 
     _lease: PodLease | None = None
 
@@ -91,12 +95,17 @@ class PoseHubKubeSpawner(KubeSpawner):
 
     def get_state(self):
         state = super().get_state()
+        if self.profile_slug:  # what the culler's arbiter reads (posehub.culling.arbiter)
+            state["profile"] = self.profile_slug
+            state[culling.STATE_IDLE_LIMIT] = self.idle_limit_seconds
         if self.storage_state:
             state["storage"] = dict(self.storage_state)
         return state
 
     def load_state(self, state):
         super().load_state(state)
+        self.profile_slug = state.get("profile", "")
+        self.idle_limit_seconds = float(state.get(culling.STATE_IDLE_LIMIT) or 0)
         self.storage_state = dict(state.get("storage", {}))
         if self.storage_state.get("digest") and self._lease is None:
             # the sidecar's secret answers again once poll() has renewed the credentials
@@ -105,4 +114,5 @@ class PoseHubKubeSpawner(KubeSpawner):
 
     def clear_state(self):
         super().clear_state()
+        self.profile_slug, self.idle_limit_seconds = "", 0.0
         self.release_storage()
