@@ -32,6 +32,16 @@ def activity_interval(limit_seconds: float) -> int:
     return int(max(MIN_ACTIVITY_INTERVAL, min(MAX_ACTIVITY_INTERVAL, limit_seconds / 4)))
 
 
+def state_of(profile_slug: str, limit_seconds: float) -> dict:
+    """What a server's saved state keeps for the culler's :func:`arbiter` (empty before a profile is known)."""
+    return {"profile": profile_slug, STATE_IDLE_LIMIT: limit_seconds} if profile_slug else {}
+
+
+def from_state(state: dict) -> tuple[str, float]:
+    """(profile slug, idle limit in seconds) from a server's saved state; ("", 0.0) when none was kept."""
+    return state.get("profile", ""), float(state.get(STATE_IDLE_LIMIT) or 0)
+
+
 def server_env(cfg: PoseHubConfig, limit_seconds: float) -> dict:
     """A server's environment for its limit: how often it reports activity, and when JupyterLab warns."""
     return {ACTIVITY_ENV: str(activity_interval(limit_seconds)), IDLE_LIMIT_ENV: str(int(limit_seconds)),

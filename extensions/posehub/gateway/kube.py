@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from datetime import datetime, timezone
 
 from dask_gateway_server.backends.kubernetes.backend import KubeBackend
@@ -57,7 +58,7 @@ class PoseHubKubeBackend(PolicyMixin, KubeBackend):
         self._unsynced: dict[str, dict[str, policy.Running]] = {}  # user -> clusters made, not yet in the cache
         self._made: policy.Running | None = None
         self._workers: dict[str, dict[str, datetime]] = {}  # cluster -> {worker: first reported}
-        self._setup_at = asyncio.get_event_loop().time()
+        self._setup_at = time.monotonic()
 
     async def cleanup(self):
         self.stop_meter()
@@ -165,7 +166,7 @@ class PoseHubKubeBackend(PolicyMixin, KubeBackend):
     def heard_from_all(self) -> bool:
         """After a (re)start, the workers are known once every running cluster has reported (or two report
         periods have passed): until then, a round would close the spans of workers still running."""
-        waited = asyncio.get_running_loop().time() - self._setup_at
+        waited = time.monotonic() - self._setup_at
         quiet = [n for n, c in self.clusters.items() if c.status == ClusterStatus.RUNNING and n not in self._workers]
         return not quiet or waited > 2 * self.cluster_heartbeat_period
 

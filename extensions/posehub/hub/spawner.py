@@ -487,9 +487,7 @@ class PoseHubSpawner(LocalProcessSpawner):
 
     def get_state(self):
         state = super().get_state()
-        if self.profile_slug:
-            state["profile"] = self.profile_slug
-            state[culling.STATE_IDLE_LIMIT] = self.idle_limit_seconds
+        state.update(culling.state_of(self.profile_slug, self.idle_limit_seconds))  # the culler's arbiter reads it
         if self.gpu_indices:
             state["gpus"] = list(self.gpu_indices)
         if self.sandbox_state:
@@ -500,8 +498,7 @@ class PoseHubSpawner(LocalProcessSpawner):
 
     def load_state(self, state):
         super().load_state(state)
-        self.profile_slug = state.get("profile", "")
-        self.idle_limit_seconds = float(state.get(culling.STATE_IDLE_LIMIT) or 0)
+        self.profile_slug, self.idle_limit_seconds = culling.from_state(state)
         self.gpu_indices = list(state.get("gpus", []))
         self.sandbox_state = dict(state.get("sandbox", {}))
         if self.posehub_config.isolated and self.sandbox_state:

@@ -95,17 +95,14 @@ class PoseHubKubeSpawner(KubeSpawner):
 
     def get_state(self):
         state = super().get_state()
-        if self.profile_slug:  # what the culler's arbiter reads (posehub.culling.arbiter)
-            state["profile"] = self.profile_slug
-            state[culling.STATE_IDLE_LIMIT] = self.idle_limit_seconds
+        state.update(culling.state_of(self.profile_slug, self.idle_limit_seconds))  # the culler's arbiter reads it
         if self.storage_state:
             state["storage"] = dict(self.storage_state)
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        self.profile_slug = state.get("profile", "")
-        self.idle_limit_seconds = float(state.get(culling.STATE_IDLE_LIMIT) or 0)
+        self.profile_slug, self.idle_limit_seconds = culling.from_state(state)
         self.storage_state = dict(state.get("storage", {}))
         if self.storage_state.get("digest") and self._lease is None:
             # the sidecar's secret answers again once poll() has renewed the credentials
