@@ -29,7 +29,7 @@ from cost_reports.reservations import BudgetExceeded
 
 from . import accounts, cgroups, costs, homefiles, isolation, s3broker, s3creds, s3plan, workspace
 from .errors import ProfileError  # noqa: F401 - where the hub and tests expect it too
-from .. import culling, environments, gpus, profiles
+from .. import culling, desktop, environments, gpus, profiles
 from ..gateway import policy as gateway_policy
 from ..gateway import settings as gateway_settings
 from ..storage import MANIFEST_ENV
@@ -257,6 +257,7 @@ class PoseHubSpawner(LocalProcessSpawner):
             env["PATH"] = f"{environments.env_dir(image) / 'bin'}{os.pathsep}{env.get('PATH', os.defpath)}"
             env["VIRTUAL_ENV"] = str(environments.env_dir(image))
             env["POSEHUB_IMAGE"] = image
+            env[desktop.XSTARTUP_ENV] = str(desktop.XSTARTUP)  # the pose image's desktop (posehub.desktop)
         env["POSEHUB_PROFILE"] = self.profile_slug
         env["POSEHUB_COST_URL"] = f"http://127.0.0.1:{self.posehub_config['costs']['port']}/services/cost/"
         if self.posehub_config["dask"]["enabled"]:
