@@ -52,3 +52,25 @@ def test_default_profiles_use_declared_images():
 def test_base_environment_is_built_and_matches_its_list():
     # `make test` builds it (scripts/setup.sh); the stamp ties it to the current pinned list.
     assert environments.is_built("base")
+
+
+def test_pose_desktop_system_packages_are_one_list_for_the_image_and_this_machine():
+    """The desktop's Debian packages (images/pose/apt.txt) are installed by the pose Dockerfile and, on one machine,
+    by posehub.environments when it builds .envs/pose; the desktop's Python side is pinned in requirements.txt."""
+    pkgs = environments.system_packages("pose")
+    assert {"tigervnc-standalone-server", "xfce4-session", "dbus-x11", "xdotool", "xprintidle"} <= set(pkgs)
+    assert all(re.match(r"^[a-z0-9][a-z0-9.+-]+$", p) for p in pkgs), pkgs
+    dockerfile = (IMAGES / "pose" / "Dockerfile").read_text()
+    assert "COPY apt.txt /tmp/apt.txt" in dockerfile and "$(sed -e 's/#.*//' /tmp/apt.txt)" in dockerfile
+    assert "JUPYTER_REMOTE_DESKTOP_PROXY_XSTARTUP=/opt/posehub/posehub/desktop/xstartup" in dockerfile
+    pins = {ln.split("==")[0].lower() for ln in (IMAGES / "pose" / "requirements.txt").read_text().splitlines()
+            if "==" in ln}
+    assert {"jupyter-remote-desktop-proxy", "jupyter_server_proxy", "napari", "napari-deeplabcut"} <= pins
+    # built means built with these packages: a changed list rebuilds (and installs) on the next `make test`
+    assert environments.is_built("pose")
+    assert environments.missing_system_packages(pkgs) == []
+    assert environments.system_packages("base") == []
+
+
+def test_missing_system_packages_are_named():
+    assert environments.missing_system_packages(["dpkg", "posehub-no-such-package"]) == ["posehub-no-such-package"]

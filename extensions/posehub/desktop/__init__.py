@@ -53,8 +53,11 @@ def recorded_display(home: str | Path | None = None, server: str | None = None) 
     return value if value.startswith(":") and value[1:].replace(".", "").isdigit() else None
 
 
-def _x_env(disp: str) -> dict:
-    return {**os.environ, "DISPLAY": disp}
+def _x_env(disp: str, home: str | Path | None = None) -> dict:
+    env = {**os.environ, "DISPLAY": disp}
+    if home is not None:  # the X authority (cookie) TigerVNC wrote for the display
+        env["XAUTHORITY"] = str(Path(home) / ".Xauthority")
+    return env
 
 
 def display(home: str | Path | None = None) -> str:
@@ -63,7 +66,7 @@ def display(home: str | Path | None = None) -> str:
     disp = recorded_display(home)
     if disp is None or not shutil.which("xdpyinfo"):
         raise DesktopError(NOT_RUNNING)
-    r = subprocess.run(["xdpyinfo"], env=_x_env(disp), capture_output=True, timeout=20)
+    r = subprocess.run(["xdpyinfo"], env=_x_env(disp, home), capture_output=True, timeout=20)
     if r.returncode != 0:
         raise DesktopError(NOT_RUNNING)
     return disp
@@ -76,7 +79,7 @@ def input_idle_seconds(home: str | Path | None = None) -> float | None:
     if disp is None or not shutil.which("xprintidle"):
         return None
     try:
-        r = subprocess.run(["xprintidle"], env=_x_env(disp), capture_output=True, text=True, timeout=10)
+        r = subprocess.run(["xprintidle"], env=_x_env(disp, home), capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     try:
@@ -109,7 +112,7 @@ def tool_for(path: str | Path) -> tuple[str, Path]:
 def command(tool: str, path: str | Path | None = None) -> list[str]:
     if tool not in TOOLS:
         raise DesktopError(f"unknown tool {tool!r}: one of {', '.join(TOOLS)}")
-    return [sys.executable, "-m", "posehub.desktop.launch", tool] + ([str(path)] if path else [])
+    return [sys.executable, "-m", "posehub.desktop.apps", tool] + ([str(path)] if path else [])
 
 
 def launch(tool: str, path: str | Path | None = None, home: str | Path | None = None) -> subprocess.Popen:
@@ -118,7 +121,7 @@ def launch(tool: str, path: str | Path | None = None, home: str | Path | None = 
     disp = display(home)
     log = state_dir(home) / f"{tool}.log"
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, env=_x_env(disp), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        return subprocess.Popen(cmd, env=_x_env(disp, home), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=os.path.expanduser("~"))
 
 

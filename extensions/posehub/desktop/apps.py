@@ -1,4 +1,4 @@
-"""``python -m posehub.desktop.launch sleap|napari [PATH]``: a GUI on the desktop (the menu entries and
+"""``python -m posehub.desktop.apps sleap|napari [PATH]``: a GUI on the desktop (the menu entries and
 :func:`posehub.desktop.open_project` run it).
 
 OpenCV's Qt build (``opencv-python``, which DeepLabCut needs beside the headless one) points Qt at its own Qt 5
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     args = [a for a in args if a]  # the menu's %f is empty when nothing was chosen
     if not args or args[0] not in ("sleap", "napari") or len(args) > 2:
-        print("usage: python -m posehub.desktop.launch sleap|napari [PATH]", file=sys.stderr)
+        print("usage: python -m posehub.desktop.apps sleap|napari [PATH]", file=sys.stderr)
         return 2
     if not os.environ.get("DISPLAY"):
         print("error: no DISPLAY: run this on the desktop (JupyterLab's Launcher: Desktop)", file=sys.stderr)
