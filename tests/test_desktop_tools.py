@@ -82,11 +82,16 @@ def xserver(tmp_path):
     deadline = time.monotonic() + 60
     while desktop.recorded_display(home) is None and time.monotonic() < deadline:
         time.sleep(0.2)
+    disp = desktop.recorded_display(home)
     try:
         yield home, env
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
+        subprocess.run(["pkill", "-KILL", "-f", f"rfbunixpath {tmp_path}/vnc.sock"])  # Xtigervnc is its own
+        if disp:
+            desktop.display_file(home, "").write_text(disp + "\n")
+            desktop.remove_leftovers(home, os.getuid(), server="")
 
 
 def test_the_session_records_its_display_and_reports_input_idle_time(xserver):
@@ -102,3 +107,21 @@ def test_the_session_records_its_display_and_reports_input_idle_time(xserver):
     assert desktop.input_idle_seconds(home) >= 2  # no input since: the idle time grows
     subprocess.run(["xdotool", "mousemove", "20", "20"], env={**env, "DISPLAY": disp}, check=True)
     assert desktop.input_idle_seconds(home) < 2
+
+
+def test_leftover_x_files_of_a_killed_desktop_are_removed_when_they_are_the_users(xserver, tmp_path):
+    home, env = xserver
+    n = desktop.recorded_display(home)[1:]
+    fake_tmp = tmp_path / "tmp"
+    (fake_tmp / ".X11-unix").mkdir(parents=True)
+    lock, sock = fake_tmp / f".X{n}-lock", fake_tmp / ".X11-unix" / f"X{n}"
+    lock.write_text("1\n")
+    sock.write_text("")
+    other = fake_tmp / f".X{int(n) + 1}-lock"
+    other.write_text("2\n")
+    assert desktop.remove_leftovers(home, uid=os.getuid() + 1, tmp=str(fake_tmp)) == []  # not theirs: kept
+    assert lock.exists() and desktop.recorded_display(home) is None  # the record of an ended desktop goes
+    desktop.display_file(home).write_text(f":{n}\n")
+    assert sorted(desktop.remove_leftovers(home, uid=os.getuid(), tmp=str(fake_tmp))) == sorted([str(lock), str(sock)])
+    assert not lock.exists() and not sock.exists() and other.exists()
+    assert desktop.recorded_display(home) is None

@@ -72,6 +72,29 @@ def display(home: str | Path | None = None) -> str:
     return disp
 
 
+def remove_leftovers(home: str | Path, uid: int, server: str | None = None, tmp: str = "/tmp") -> list[str]:
+    """After a server ended (its processes killed with its control group): the X server's lock and socket files
+    its desktop left in ``/tmp`` (``.X<n>-lock``, ``.X11-unix/X<n>``), removed when they are the user's own, so
+    that display numbers do not run out on a machine that has stopped many desktops. Returns what was removed."""
+    disp = recorded_display(home, server)
+    if disp is None:
+        return []
+    n = disp[1:].split(".")[0]
+    removed = []
+    for path in (Path(tmp) / f".X{n}-lock", Path(tmp) / ".X11-unix" / f"X{n}"):
+        try:
+            if path.lstat().st_uid == uid:
+                path.unlink()
+                removed.append(str(path))
+        except OSError:
+            pass
+    try:
+        display_file(home, server).unlink()
+    except OSError:
+        pass
+    return removed
+
+
 def input_idle_seconds(home: str | Path | None = None) -> float | None:
     """Seconds since the last keyboard or mouse input on this server's desktop (X's screen saver extension,
     through ``xprintidle``); None when there is no desktop running."""

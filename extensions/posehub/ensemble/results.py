@@ -85,6 +85,13 @@ class EnsembleResult:
         df = pd.DataFrame.from_dict(rows, orient="index")[["mean px", "RMSE px", "status", "seed"]]
         return df.astype({"mean px": float, "RMSE px": float, "seed": "Int64"})
 
+    def label_next_project(self, tool: str | None = None, out=None, top: int = 20, **kwargs):
+        """The frames to label next as a SLEAP or DeepLabCut project, for the tool that trained the ensemble
+        unless ``tool`` says otherwise; where it was written (:func:`posehub.pose.labelling.label_next_project`)."""
+        from ..pose.labelling import label_next_project
+
+        return label_next_project(self, tool, out, top, **kwargs)
+
     def to_json(self) -> dict:
         return _finite({
             "id": self.id, "framework": self.framework, "dest": self.dest,

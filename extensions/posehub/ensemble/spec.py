@@ -107,7 +107,8 @@ class EnsembleSpec:
                 "retries": self.retries, "dest": self.dest,
                 "labels": {"source": self.labels.source if self.labels else "",
                            "frames": len(self.labels) if self.labels else 0,
-                           "bodyparts": list(self.labels.bodyparts) if self.labels else []}}
+                           "bodyparts": list(self.labels.bodyparts) if self.labels else [],
+                           "skeleton": [list(e) for e in self.labels.skeleton] if self.labels else []}}
 
 
 def _is_int(x) -> bool:

@@ -8,7 +8,11 @@ Before submitting it shows the estimated cost (:func:`posehub.ensemble.estimate`
 profile (the gateway refuses one over the budget or the limits, and the widget shows its sentence),
 scales it to one worker per member and runs :func:`posehub.ensemble.train_ensemble` on it. While it
 runs: a progress bar per member, the log's last lines, the cost so far, Cancel. At the end: the table
-of members vs consensus, a plot, and where the results are; the cluster is shut down.
+of members vs consensus, a plot, and where the results are; the cluster is shut down. Then "Label next
+frames" writes the video frames the members disagree on most as a project for the tool that trained them
+(:func:`posehub.pose.labelling.label_next_project`: a SLEAP ``.slp``, a DeepLabCut project folder; in the
+ensemble's folder, or in ``~/label-next/<ensemble>/`` when that is a bucket), and "Open in Desktop" opens it
+in that tool on the workspace's desktop (:func:`posehub.desktop.open_project`).
 
 Everything slow runs in a background thread, so the notebook (and Cancel) stays responsive; a bad field
 gets a message and starts nothing (:func:`posehub.ensemble.form.check`).
@@ -23,6 +27,7 @@ import time
 
 import ipywidgets as w
 
+from ..pose.labelling import NO_VIDEO
 from . import form
 from .estimate import estimate
 
@@ -92,19 +97,33 @@ class EnsembleWidget(w.VBox):
         self.log_view = w.Textarea(layout=w.Layout(width="800px", height="140px"), disabled=True)
         self.table = w.HTML()
         self.plot = w.Image(format="png", layout=w.Layout(max_width="640px", display="none"))
+        self.result = None  # the finished ensemble's EnsembleResult
+        self.project = None  # where its frames to label next were written
+        self.label_next = w.Button(description="Label next frames", icon="pencil",
+                                   tooltip="Write the frames the members disagree on most as a labelling project")
+        self.label_top = w.BoundedIntText(value=20, min=1, max=500, description="Frames",
+                                          style={"description_width": "50px"}, layout=w.Layout(width="150px"))
+        self.open_desktop = w.Button(description="Open in Desktop", icon="desktop", disabled=True)
+        self.label_status = w.HTML()
+        self.label_box = w.VBox([w.HBox([self.label_next, self.label_top, self.open_desktop]), self.label_status],
+                                layout=w.Layout(display="none"))
         for name in ("labels", "framework", "members", "epochs", "profile", "video", "video_frames", "estimate",
-                     "budget", "submit", "cancel", "message", "bars", "cost", "log_view", "table", "plot"):
+                     "budget", "submit", "cancel", "message", "bars", "cost", "log_view", "table", "plot",
+                     "label_next", "label_top", "open_desktop", "label_status"):
             getattr(self, name).add_class(f"{CSS}-{name.replace('_', '-')}")
         for field in (self.framework, self.members, self.epochs, self.profile, self.labels):
             field.observe(lambda _: self.update_estimate(), names="value")
         self.submit.on_click(lambda _: self.on_submit())
         self.cancel.on_click(lambda _: self.on_cancel())
+        self.label_next.on_click(lambda _: self.on_label_next())
+        self.open_desktop.on_click(lambda _: self.on_open_desktop())
         super().__init__([
             w.HTML("<b>Ensemble training</b>: N models with different seeds on Dask workers, combined "
                    "into a consensus; the frames they disagree on most are the ones to label next."),
             self.labels, self.framework, w.HBox([self.members, self.epochs]), self.profile,
             w.HBox([self.video, self.video_frames]), self.estimate, self.budget,
             w.HBox([self.submit, self.cancel]), self.message, self.bars, self.cost, self.log_view, self.table, self.plot,
+            self.label_box,
         ])
         self.add_class(CSS)
         self.update_estimate()
@@ -243,6 +262,64 @@ class EnsembleWidget(w.VBox):
         self.plot.value = _plot(table)
         self.plot.layout.display = "block"
         self.table.value = table.to_html(float_format=lambda x: f"{x:.2f}", classes=f"{CSS}-results")
+        self.result, self.project = result, None
+        self.open_desktop.disabled = True
+        self.label_box.layout.display = "flex" if result.test is not None else "none"
+        self.label_next.disabled = not result.video_frames
+        self.say_label("" if result.video_frames else f"No frames to label next: {NO_VIDEO}.")
+
+    # ------------------------------------------------------------ labelling the frames to label next
+
+    def say_label(self, text: str, error: bool = False):
+        color = "#b00" if error else "#333"
+        self.label_status.value = f"<div style='color:{color}; white-space:pre-wrap'>{html.escape(text)}</div>"
+
+    def on_label_next(self):
+        if self.result is None:
+            return
+        self.label_next.disabled = True
+        self.say_label("Writing the frames to label next …")
+        self._label_thread = threading.Thread(target=self._write_project, args=(self.label_top.value,), daemon=True)
+        self._label_thread.start()
+
+    def _write_project(self, top: int):
+        from ..pose.labelling import LabelsError, default_out, label_next_project, read, tool_of
+
+        spec = getattr(self.ensemble, "spec", None)
+        try:
+            nf = read(self.result, top)
+            tool = tool_of(nf.framework)
+            out = default_out(nf, tool)
+            name = "SLEAP .slp" if tool == "sleap" else "DeepLabCut project"
+            if out.exists():
+                self.project = out
+                self.say_label(f"Already written: {out} ({name}; delete it to write it again).")
+            else:
+                self.project = label_next_project(nf, tool, out, top, video_fs=getattr(spec, "video_fs", None))
+                home = (" The ensemble's folder is in a bucket, so the project is in your home, where the labelling "
+                        "tools open it." if "://" in (nf.dest or "") else "")
+                self.say_label(f"{len(nf.frames)} frame(s) to label next, with the consensus to correct, as a {name}: "
+                               f"{self.project}.{home} Label them, save, then read them with "
+                               f"posehub.pose.load_labels('{self.project}').")
+            self.open_desktop.disabled = False
+        except LabelsError as e:
+            self.say_label(f"Nothing was written: {e}", error=True)
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the user reads it here
+            self.say_label(f"Writing the project failed: {type(e).__name__}: {e}", error=True)
+        finally:
+            self.label_next.disabled = False
+
+    def on_open_desktop(self):
+        if self.project is None:
+            return
+        from .. import desktop
+
+        try:
+            self.say_label(desktop.open_project(str(self.project)))
+        except desktop.DesktopError as e:
+            self.say_label(str(e), error=True)
+        except Exception as e:  # noqa: BLE001
+            self.say_label(f"Could not open {self.project}: {type(e).__name__}: {e}", error=True)
 
     def on_cancel(self):
         if self.ensemble is None:

@@ -408,6 +408,8 @@ class PoseHubSpawner(LocalProcessSpawner):
             if sandbox is not None:
                 await asyncio.to_thread(sandbox.remove)
                 self.sandbox_state = {}
+            if self._account is not None:  # its processes are gone: the X files its desktop left in /tmp too
+                desktop.remove_leftovers(self.home_dir, self._account.uid, self.name)
             await asyncio.to_thread(workspace.release, self.posehub_config, Path(self.home_dir), self.log)
         finally:
             self._release_gpus()

@@ -4,8 +4,10 @@
 Dockerfiles) and a hash of the environment's exact package set (every
 installed distribution and version, sorted: the same hash means the same
 environment), the versions of the packages that matter, the parameters, the
-seed, the data split, the hashes of the input files, how the network's weights
-were initialised (from scratch, or which file) and the results.
+seed, the data split, the labels (with ``sets``: the label sets they are made
+of, one or each set put together by :func:`posehub.pose.labels.merge`, with
+its frames and fingerprint), the hashes of the input files, how the network's
+weights were initialised (from scratch, or which file) and the results.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def make_record(*, framework: str, params: dict, seed: int, split, labels, input
         "split": {"train_fraction": split.train_fraction, "seed": split.seed,
                   "train_frames": list(split.train_frames), "test_frames": list(split.test_frames)},
         "labels": {"source": labels.source, "bodyparts": labels.bodyparts, "frames": len(labels),
-                   "sha256": labels.fingerprint()},
+                   "sha256": labels.fingerprint(), "sets": labels.label_sets()},
         "inputs_sha256": inputs,
         "weights": weights,
         "device": device,

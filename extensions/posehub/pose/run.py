@@ -43,9 +43,9 @@ def train_and_evaluate(labels: Labels, framework: str, params: dict | None = Non
     local.mkdir(parents=True, exist_ok=True)
     (local / "split.json").write_text(s.to_json())
     inputs = {}
-    if labels.source:
+    for source in dict.fromkeys(x["source"] for x in labels.label_sets() if x["source"]):  # each merged set's file
         try:
-            inputs[labels.source] = record.file_sha256(labels.source, labels.fs.open if labels.fs else None)
+            inputs[source] = record.file_sha256(source, labels.fs.open if labels.fs else None)
         except (OSError, ValueError):
             pass
     t0 = time.perf_counter()
