@@ -99,11 +99,32 @@ def vnc_processes(hub: Hub, user: str) -> list[tuple[int, str]]:
             continue
         try:
             cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            owner = d.stat().st_uid
+            owner = proc_uid(d)
         except OSError:
             continue
         if owner == uid and "Xtigervnc" in cmd.split(" ")[0]:
             out.append((int(d.name), cmd))
+    return out
+
+
+def proc_uid(d: Path) -> int:
+    """The real uid of a process (its /proc folder may be root's: the server became the user after fork)."""
+    for line in (d / "status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    return -1
+
+
+def user_processes(hub: Hub, user: str, needle: str) -> list[int]:
+    uid = account(hub, user).pw_uid
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and proc_uid(d) == uid and \
+                    needle in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                out.append(int(d.name))
+        except OSError:
+            continue
     return out
 
 
@@ -160,14 +181,42 @@ print(open_project(slp))
     # fill the screen with SLEAP's window, and show its suggestions, for the screenshot
     as_user(hub, "alice", ["xdotool", "search", "--name", "SLEAP", "windowmove", "%@", "0", "0",
                            "windowsize", "%@", "1280", "760"], {"DISPLAY": disp})
-    time.sleep(8)
+    time.sleep(5)
+    desk.mouse.click(947, 763)  # through noVNC, as a person would: SLEAP's "Labeling Suggestions" tab
+    time.sleep(3)
     DOCS.mkdir(exist_ok=True)
     desk.screenshot(path=str(DOCS / "desktop-sleap.png"))
     assert any("SLEAP" in w for w in found), found
+    # SLEAP runs as alice, with her server's GPUs (none in this CPU profile) and the desktop's menu of tools
+    [sleap] = user_processes(hub, "alice", "desktop/apps.py sleap")  # python -m posehub.desktop.apps sleap
+    server_env = process_env(server)
+    assert process_env(sleap)["CUDA_VISIBLE_DEVICES"] == server_env["CUDA_VISIBLE_DEVICES"]
+    [session] = [pid for pid in user_processes(hub, "alice", "xfce4-session")
+                 if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"xfce4-session"]
+    share = REPO / "extensions" / "posehub" / "desktop" / "share"
+    assert process_env(session)["XDG_DATA_DIRS"].split(":")[0] == str(share)
+    assert {p.name for p in (share / "applications").iterdir()} == {"posehub-sleap.desktop", "posehub-napari.desktop"}
     # nothing of it is readable by others: the desktop's state and X authority are alice's alone
     for p in (home / ".posehub" / "desktop", home / ".Xauthority"):
         st = p.stat()
         assert st.st_uid == account(hub, "alice").pw_uid and st.st_mode & 0o077 == 0, (p, oct(st.st_mode))
+
+
+def test_napari_opens_a_deeplabcut_label_next_project(hub, alice_desktop):
+    """The same frames as a DeepLabCut project, opened from alice's notebook in napari with napari-deeplabcut."""
+    home = hub.home("alice")
+    kernel = ThreadedKernel.start(hub, "alice")
+    r = kernel.execute(f"""
+from posehub.pose.labelling import dlc_project
+from posehub.desktop import open_project
+proj = dlc_project({str(home / "ensembles" / "of-1")!r}, {str(home / "label-next" / "of-1-dlc")!r}, top=5)
+print(open_project(proj))
+""", timeout=180)
+    assert r.status == "ok" and not r.error, r
+    assert "napari" in r.stdout
+    wait_for(lambda: windows(hub, "alice", "napari: "), timeout=180, interval=2, what="napari's window on alice's display")
+    [name] = windows(hub, "alice", "napari: ")
+    assert name.startswith("napari: ") and "m3v1mp4" in name, name
 
 
 def test_desktop_input_counts_as_activity(hub, alice_desktop):
