@@ -92,6 +92,23 @@ def base_config(state_dir: Path) -> dict:
     }
 
 
+POSE_PYTHON = REPO / ".envs" / "pose" / "bin" / "python"
+
+
+def pose_config(state_dir: Path) -> dict:
+    """``base_config`` with the pose image and a CPU profile that uses it (``pose-cpu``); the pose environment
+    must be built (`make test` builds it)."""
+    import pytest
+
+    if not POSE_PYTHON.exists():
+        pytest.fail(f"the pose image's environment is not built ({POSE_PYTHON}): `make test` builds it")
+    cfg = base_config(state_dir)
+    cfg["images"]["pose"] = {"description": "SLEAP and DeepLabCut"}
+    cfg["profiles"].append({"slug": "pose-cpu", "display_name": "Pose (CPU)", "image": "pose", "cpu": 2,
+                            "memory": "8G", "price_per_hour": 0.2})
+    return cfg
+
+
 class Hub:
     def __init__(self, config: dict, workdir: Path):
         self.config = config

@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import pwd
+import re
 import stat
 import subprocess
 import tempfile
@@ -488,5 +489,15 @@ def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
         page.locator(".posehub-ens-results").scroll_into_view_if_needed()
         DOCS.mkdir(exist_ok=True)
         page.screenshot(path=str(DOCS / "ensemble-widget.png"), full_page=True)
+        # the frames to label next, as a SLEAP project, from the widget's button
+        page.locator(".posehub-ens-label-next").click()
+        status = page.locator(".posehub-ens-label-status")
+        expect(status).to_contain_text("frame(s) to label next", timeout=180_000)
+        written = re.search(r"as a SLEAP \.slp: (\S+\.slp)", status.inner_text())
+        assert written, status.inner_text()
+        slp = Path(written.group(1))
+        assert slp.is_file() and slp.stat().st_uid == pwd.getpwnam(hub.account("alice")).pw_uid
+        page.locator(".posehub-ens-open-desktop").click()  # this workspace has not opened its desktop
+        expect(status).to_contain_text("Your desktop is not running: open it from JupyterLab's Launcher")
     wait_for(lambda: not client(gw, "out['n'] = len(gateway.list_clusters())")["n"], timeout=60,
              what="the widget's cluster to shut down")

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from browser import browser, login
-from hubfixture import Hub, base_config, process_env, server_processes, spawn_with_form, wait_for, wait_ready
+from hubfixture import Hub, pose_config, process_env, server_processes, spawn_with_form, wait_for, wait_ready
 from kernel import Kernel
 from labelnext import openfield_ensemble
 from test_isolation import PROBE, attempt, value
@@ -46,13 +46,8 @@ class ThreadedKernel(Kernel):
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    if not POSE_PY.exists():
-        pytest.fail(f"the pose image's environment is not built ({POSE_PY}): `make test` builds it")
     tmp = tmp_path_factory.mktemp("desktop")
-    cfg = base_config(tmp / "state")
-    cfg["images"]["pose"] = {"description": "SLEAP and DeepLabCut"}
-    cfg["profiles"].append({"slug": "pose-cpu", "display_name": "Pose (CPU)", "image": "pose", "cpu": 2,
-                            "memory": "8G", "price_per_hour": 0.2})
+    cfg = pose_config(tmp / "state")
     hub = Hub(cfg, tmp).start()
     try:
         hub.create_user("alice", PASSWORD)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from browser import browser, login
-from hubfixture import REPO, Hub, base_config, process_env, server_processes, spawn_with_form, wait_ready
+from hubfixture import REPO, Hub, pose_config, process_env, server_processes, spawn_with_form, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebooks]
 POSE_PY = REPO / ".envs" / "pose" / "bin" / "python"
@@ -32,13 +32,8 @@ BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    if not POSE_PY.exists():
-        pytest.fail(f"the pose image's environment is not built ({POSE_PY}): `make test` builds it")
     tmp = tmp_path_factory.mktemp("notebooks")
-    cfg = base_config(tmp / "state")
-    cfg["images"]["pose"] = {"description": "SLEAP and DeepLabCut"}
-    cfg["profiles"].append({"slug": "pose-cpu", "display_name": "Pose (CPU)", "image": "pose", "cpu": 2,
-                            "memory": "8G", "price_per_hour": 0.2})
+    cfg = pose_config(tmp / "state")
     cfg["buckets"]["demo_bucket"] = "openfield-demo"
     hub = Hub(cfg, tmp).start()
     try:
