@@ -501,3 +501,65 @@ def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
         expect(status).to_contain_text("Your desktop is not running: open it from JupyterLab's Launcher")
     wait_for(lambda: not client(gw, "out['n'] = len(gateway.list_clusters())")["n"], timeout=60,
              what="the widget's cluster to shut down")
+
+
+def test_analysis_of_three_clips_with_a_worker_killed(gw):
+    """posehub.analyze on two gateway workers (alice's account, the pose-cpu profile): three clips cut from the
+    open-field video in chunks, one worker killed while it predicts: every clip finishes, each chunk once, and the
+    predictions equal the same model's in one process, frame by frame."""
+    home = gw["hub"].home("alice")
+    uid = pwd.getpwnam(gw["hub"].account("alice")).pw_uid
+    setup = (f"TESTS = {str(REPO / 'tests' / 'analyze')!r}\nDATA = {str(REPO.parent / 'shared' / 'data' / 'openfield')!r}\n"
+             f"HOME = {str(home)!r}\nUID = {uid}\n")
+    out = client(gw, setup + textwrap.dedent("""
+        import os, signal, sys, time
+        from pathlib import Path
+        import numpy as np
+        sys.path.insert(0, TESTS)
+        import analyze_steps as steps  # the tiny model, the clips, the chunk and batch sizes of tests/analyze
+        from posehub.analyze import analyze, predict_video
+        data, work = Path(DATA), Path(HOME) / "analysis"
+        work.mkdir()
+        model = steps.train(work, data)
+        clips = []
+        for name, (first, count) in steps.CLIPS.items():
+            clips.append(steps.cut(data / steps.VIDEO, work / f"{name}.mp4", first, count))
+        os.system(f"chown -R {UID} {work}")
+        cluster = gateway.new_cluster(profile="pose-cpu")
+        cluster.scale(2)
+        c = cluster.get_client()
+        c.wait_for_workers(2, timeout=180)
+        job = analyze(model, [str(p) for p in clips], client=c, out=str(work / "out"), chunk_frames=steps.CHUNK,
+                      batch=steps.BATCH, retries=2)
+        def running_chunk():
+            pr = job.progress()
+            if sum(p["chunks_done"] for p in pr) < 1:
+                return None
+            return next((c for p in pr for c in p["chunk_states"] if c["state"] == "running" and c["pid"]), None)
+        killed = steps.wait_for(running_chunk, 240, "a chunk running once one is done", job)
+        os.kill(killed["pid"], signal.SIGKILL)
+        out["killed"] = killed
+        assert job.wait(480), f"not done: {job.progress()}"
+        out["progress"] = job.progress()
+        out["videos"] = {}
+        for r in job.results():
+            ref = predict_video(model, r.video, batch=steps.BATCH)
+            out["videos"][Path(r.video).stem] = {
+                "status": r.status, "error": r.error, "frames": r.frames, "files": r.files, "workers": r.workers,
+                "equal": bool(np.array_equal(ref["points"], r.points, equal_nan=True)
+                              and np.array_equal(ref["scores"], r.scores)),
+                "max_diff": float(np.nanmax(np.abs(ref["points"] - r.points))),
+                "nan_share": float(np.isnan(ref["points"]).mean())}
+        cluster.shutdown()
+    """), timeout=900)
+    videos = out["videos"]
+    assert sorted(videos) == ["clipA", "clipB", "clipC"]
+    for name, v in videos.items():
+        assert v["status"] == "done" and v["frames"] == dict(clipA=90, clipB=75, clipC=60)[name], (name, v)
+        assert v["equal"], (name, v["max_diff"])
+        assert v["nan_share"] < 0.5  # there is something to compare
+        assert {"csv", "record"} <= set(v["files"]) and all(Path(f).exists() for f in v["files"].values()), v
+    chunks = [c for p in out["progress"] for c in p["chunk_states"]]
+    assert all(c["state"] == "done" for c in chunks), chunks
+    assert max(c["attempts"] for c in chunks) >= 2  # the killed worker's chunk ran again
+    assert len({w for v in videos.values() for w in v["workers"]}) >= 2
