@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ensemble.results import finite_json, put
 from .plan import DLC_SCORER, Plan, VideoPlan
 
 LOW_CONFIDENCE_RULE = "a frame whose mean confidence over the body parts is below the threshold"
@@ -117,7 +118,7 @@ def sleap_labels(points: np.ndarray, scores: np.ndarray, bodyparts: list[str], v
 def record(plan: Plan, video: VideoPlan, chunks: list[dict], summary: dict, sha256: str, files: dict,
            environment: dict) -> dict:
     """The analysis record of one video (pure: give it the hash and the environment)."""
-    return _finite({
+    return finite_json({
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "analysis": plan.id,
         "video": {"path": video.path, "sha256": sha256, "frames": video.frames},
@@ -138,19 +139,6 @@ def record(plan: Plan, video: VideoPlan, chunks: list[dict], summary: dict, sha2
     })
 
 
-def _finite(x):
-    """NaN and infinities as null: the record stays strict JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, np.generic):
-        return _finite(x.item())
-    return x
-
-
 def _via_file(suffix: str, make) -> bytes:
     """The bytes of a file that a library writes only to a path (``make(path)``)."""
     with tempfile.TemporaryDirectory(prefix="posehub-analyze-") as tmp:
@@ -162,7 +150,6 @@ def _via_file(suffix: str, make) -> bytes:
 def write(plan: Plan, video: VideoPlan, points: np.ndarray, scores: np.ndarray, chunks: list[dict]) -> VideoResult:
     """Write one video's files (the kinds in ``video.files``) and return its result; the record last, so a
     video with a record has all its files."""
-    from ..ensemble.results import put
     from ..pose.record import environment, file_sha256
 
     fs = plan.out_fs

@@ -93,7 +93,7 @@ class EnsembleResult:
         return label_next_project(self, tool, out, top, **kwargs)
 
     def to_json(self) -> dict:
-        return _finite({
+        return finite_json({
             "id": self.id, "framework": self.framework, "dest": self.dest,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "spec": self.spec, "seeds": [m.seed for m in self.members], "split": asdict(self.split),
@@ -106,16 +106,17 @@ class EnsembleResult:
         })
 
 
-def _finite(x):
-    """NaN and infinities as null: ``ensemble.json`` stays strict JSON."""
+def finite_json(x):
+    """NaN and infinities as null (numpy scalars as Python numbers): ``ensemble.json``, and analysis records,
+    stay strict JSON."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite_json(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
+        return [finite_json(v) for v in x]
     if isinstance(x, np.generic):
-        return _finite(x.item())
+        return finite_json(x.item())
     return x
 
 
