@@ -72,6 +72,9 @@ def user_status(rep: CostReporter, user: str, groups) -> dict:
         "spent": f"{cents(left.spent):.2f}", "remaining": f"{cents(max(left.remaining, Decimal(0))):.2f}",
         "percent_used": f"{pct.quantize(Decimal('0.1'))}", "level": level or "", "message": msg,
         "stopped": pct >= STOP_AT,
+        # notices of other services this period (e.g. a watched folder paused), not the budget's own levels
+        "notices": [n.message for n in rep.notices.of(user, left.period.label)
+                    if not n.level.isdigit() and n.level != STOPPED],
     }
 
 

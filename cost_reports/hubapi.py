@@ -70,6 +70,16 @@ class HubClient:
             raise HTTPClientError(resp.code, f"{method} {path}: {resp.body[:300]!r}", resp)
         return json.loads(resp.body) if resp.body else None
 
+    async def new_token(self, user: str, scopes: list[str], expires_in: int, note: str) -> tuple[str, str]:
+        """A short-lived token of ``user`` limited to ``scopes`` (the caller needs the ``tokens`` scope):
+        (its id, the token)."""
+        model = await self._call("POST", f"/users/{quote(user)}/tokens",
+                                 {"scopes": scopes, "expires_in": expires_in, "note": note})
+        return model["id"], model["token"]
+
+    async def delete_token(self, user: str, token_id: str) -> None:
+        await self._call("DELETE", f"/users/{quote(user)}/tokens/{quote(token_id)}")
+
     async def users(self) -> list[HubUser]:
         """Every user of the hub, with their servers (pending ones included)."""
         out, offset = [], 0

@@ -36,7 +36,7 @@ class Starting(web.RequestHandler):
         self.set_status(425)
         self.set_header("Retry-After", "2")
         self.finish('<!doctype html><meta http-equiv="refresh" content="2"><title>Starting</title>'
-                    "<p>The cost service is starting; this page reloads in a moment.</p>\n")
+                    f"<p>The {self.settings['name']} service is starting; this page reloads in a moment.</p>\n")
 
     def on_finish(self):
         self.settings["answered"].set()
@@ -58,11 +58,13 @@ def listen_host(environ=os.environ) -> str:
     return "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
 
 
-def main(load_config) -> int:
-    """``load_config()``: ``(config, Dask Gateway URL or None)``; it may raise :class:`CannotStart`."""
+def main(load_config, build=None, name: str = "cost") -> int:
+    """``load_config()``: ``(config, Dask Gateway URL or None)``; it may raise :class:`CannotStart`.
+    ``build(load_config)``: another service started the same way (an object with ``app`` and ``start()``,
+    or None when it cannot start, having said why); default the cost service."""
     port = service_port()
     answered = asyncio.Event()
-    server = httpserver.HTTPServer(web.Application([(r".*", Starting)], answered=answered))
+    server = httpserver.HTTPServer(web.Application([(r".*", Starting)], answered=answered, name=name))
     server.listen(port, listen_host())
     loop = ioloop.IOLoop.current()
     status = {"code": 0}
@@ -76,14 +78,17 @@ def main(load_config) -> int:
         except asyncio.TimeoutError:
             pass
         try:
-            from . import service  # JupyterHub's OAuth client, SQLAlchemy, matplotlib ...
+            if build is None:
+                from . import service  # JupyterHub's OAuth client, SQLAlchemy, matplotlib ...
 
-            prepared = service.prepare(load_config)  # ... and the ledger's tables
-            if prepared is None:  # the message is printed; the hub sees the service exit
+                prepared = service.prepare(load_config)  # ... and the ledger's tables
+                started = None if prepared is None else service.Started(prepared)
+            else:
+                started = build(load_config)
+            if started is None:  # the message is printed; the hub sees the service exit
                 status["code"] = 2
                 loop.stop()
                 return
-            started = service.Started(prepared)
         except Exception:  # noqa: BLE001 - a service that cannot load must exit, not say "starting" forever
             import traceback
 
@@ -100,14 +105,14 @@ def main(load_config) -> int:
 
     def hub_gone():  # a hub killed outright (SIGKILL, OOM) cannot stop its services: do not outlive it
         if os.getppid() != hub_pid:
-            print(f"[W posehub.cost] the hub (pid {hub_pid}) is gone: cost service stopping", file=sys.stderr)
+            print(f"[W posehub.{name}] the hub (pid {hub_pid}) is gone: {name} service stopping", file=sys.stderr)
             loop.stop()
 
     ioloop.PeriodicCallback(hub_gone, 1000).start()
     try:
         loop.start()
     except KeyboardInterrupt:  # the hub stops its services with SIGINT/SIGTERM
-        print("[I posehub.cost] cost service stopped", file=sys.stderr)
+        print(f"[I posehub.{name}] {name} service stopped", file=sys.stderr)
     return status["code"]
 
 

@@ -85,6 +85,7 @@ def base_config(state_dir: Path) -> dict:
         "buckets": {"backend": "local", "shared": [{"name": "openfield-demo", "read_only": True}],
                     "home": {"name": "posehub-home"}},
         "costs": {"port": free_port()},
+        "watch": {"port": free_port()},
         # the idle culler is off in the hubs of most tests (tests/test_culling.py turns it on)
         "culling": {"enabled": False},
         # Dask Gateway is off in the hubs of most tests (tests/test_dask_gateway.py turns it on)

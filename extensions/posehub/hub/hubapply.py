@@ -158,6 +158,8 @@ def apply_spawner(c, cfg: PoseHubConfig):
 COST_SERVICE = "cost"
 DASK_SERVICE = "dask-gateway"
 CULLER_SERVICE = "idle-culler"
+WATCH_SERVICE = "watch"
+from ..watch.client import URL_ENV as WATCH_URL_ENV  # noqa: E402 - where a workspace reaches the watch service
 CULLER_ROLE = "posehub-idle-culler"
 COST_ADMIN_SCOPE = ADMIN_SCOPE  # the admin page's scope, named once by the service that checks it
 
@@ -213,6 +215,24 @@ def culler_service(cfg: PoseHubConfig) -> dict:
     }
 
 
+def watches_on(cfg: PoseHubConfig) -> bool:
+    return bool(cfg["watch"]["enabled"] and cfg["dask"]["enabled"])
+
+
+def watch_service(cfg: PoseHubConfig) -> dict:
+    """Watched folders (posehub.watch.service): lists prefixes, runs each new video's analysis as its owner."""
+    return {
+        "name": WATCH_SERVICE,
+        "url": f"http://127.0.0.1:{cfg['watch']['port']}",
+        "command": [sys.executable, "-m", "posehub.watch.service"],
+        "environment": {"POSEHUB_CONFIG": str(cfg.path)},
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": ["read:users!user", COST_ADMIN_SCOPE],
+        "display": True,
+        "info": {"description": "Videos analysed as they arrive"},
+    }
+
+
 def services_traits(cfg: PoseHubConfig) -> dict[str, dict]:
     """``costs.*``, ``dask.*`` and ``culling.*`` as trait settings: the hub's services (the cost reporter, Dask
     Gateway, the idle culler), their roles, the admin scope; servers report their activity often enough for the
@@ -243,6 +263,12 @@ def services_traits(cfg: PoseHubConfig) -> dict[str, dict]:
         access.append(f"access:services!service={DASK_SERVICE}")
         # the gateway reads users' groups and admin flag: they decide the worker profiles a user may use
         roles.append({"name": "posehub-dask-gateway", "services": [DASK_SERVICE], "scopes": ["read:users"]})
+    if watches_on(cfg):
+        services.append(watch_service(cfg))
+        access.append(f"access:services!service={WATCH_SERVICE}")
+        # users' groups (their buckets and profiles); tokens: a short-lived gateway token of the owner per video
+        roles.append({"name": "posehub-watch", "services": [WATCH_SERVICE],
+                      "scopes": ["list:users", "read:users", "tokens"]})
     if cfg["culling"]["enabled"]:
         services.append(culler_service(cfg))
         # it reads each server's state for its profile (admin:server_state) and stops idle ones

@@ -27,7 +27,7 @@ from traitlets import Dict, Float, List, Unicode, default
 
 from cost_reports.reservations import BudgetExceeded
 
-from . import accounts, cgroups, costs, homefiles, isolation, s3broker, s3creds, s3plan, workspace
+from . import accounts, cgroups, costs, homefiles, hubapply, isolation, s3broker, s3creds, s3plan, workspace
 from .errors import ProfileError  # noqa: F401 - where the hub and tests expect it too
 from .. import culling, desktop, environments, gpus, profiles
 from ..gateway import policy as gateway_policy
@@ -260,6 +260,9 @@ class PoseHubSpawner(LocalProcessSpawner):
             env[desktop.XSTARTUP_ENV] = str(desktop.XSTARTUP)  # the pose image's desktop (posehub.desktop)
         env["POSEHUB_PROFILE"] = self.profile_slug
         env["POSEHUB_COST_URL"] = f"http://127.0.0.1:{self.posehub_config['costs']['port']}/services/cost/"
+        if hubapply.watches_on(self.posehub_config):
+            env[hubapply.WATCH_URL_ENV] = (f"http://127.0.0.1:{self.posehub_config['watch']['port']}"
+                                           f"/services/{hubapply.WATCH_SERVICE}/")
         if self.posehub_config["dask"]["enabled"]:
             env.update(gateway_settings.client_env(self.posehub_config))
             env[gateway_policy.WORKER_PROFILES_ENV] = gateway_policy.profiles_env(

@@ -159,6 +159,9 @@ def hub_pod_config(cfg: PoseHubConfig) -> dict:
     data["costs"]["db_url"], _ = _without_password(data["costs"]["db_url"], "costs.db_url")
     if data["auth"]["type"] == "oidc":
         data["auth"]["oidc"].update(client_secret_file="", client_secret_env=OIDC_SECRET_ENV)
+    # watched folders run jobs as system accounts of one machine; on AWS, S3 event notifications to SQS are
+    # the documented way (README, "Watched folders"): the hub pod runs no watch service
+    data["watch"]["enabled"] = False
     return data
 
 
