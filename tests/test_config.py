@@ -61,7 +61,7 @@ BAD_CASES = {
     "unknown top-level key": (
         lambda c: c.update(budget={"default": 10}),
         "budget: unknown key 'budget' (expected one of: admins, auth, buckets, budgets, costs, culling, dask, gpus, groups, "
-        "hub, images, isolation, profiles)",
+        "hub, images, isolation, profiles, watch)",
     ),
     "wrong type": (
         lambda c: c["profiles"][0].update(cpu="two"),
