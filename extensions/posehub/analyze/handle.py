@@ -339,7 +339,7 @@ class Analysis:
 
 def analyze(model, videos, *, client=None, out=None, out_fs=None, chunk_frames: int = 500, retries: int = 2,
             batch: int = 16, low_confidence: float = 0.5, overwrite: bool = False, device: str = "auto",
-            resources: dict | None = None, name: str | None = None) -> Analysis:
+            resources: dict | None = None, name: str | None = None, overlay: bool = False) -> Analysis:
     """Predict every frame of ``videos`` with a trained ``model`` on a Dask cluster; returns an
     :class:`Analysis` handle at once.
 
@@ -353,7 +353,8 @@ def analyze(model, videos, *, client=None, out=None, out_fs=None, chunk_frames: 
     threshold for the share of low-confidence frames in each video's record. ``device``: where the
     workers predict ("auto": their GPU when they have one). ``resources``: what each chunk asks of a
     worker (e.g. ``{"GPU": 1}``); none by default. ``client``: any ``distributed.Client`` (default: the
-    current one).
+    current one). ``overlay``: also write ``<stem>.overlay.mp4``, the video with the points drawn on it
+    (by the client, after the video's chunks are joined: it decodes the video once more).
 
     Everything is checked before anything is submitted; bad input raises :class:`AnalyzeError`. A video
     that cannot be read among readable ones is reported as failed and the others are analysed.
@@ -362,7 +363,8 @@ def analyze(model, videos, *, client=None, out=None, out_fs=None, chunk_frames: 
             isinstance(k, str) and isinstance(val, (int, float)) and val > 0 for k, val in resources.items())):
         raise AnalyzeError(f"resources must be None or a dict like {{'GPU': 1}}, got {resources!r}")
     plan = make_plan(model, videos, out=out, out_fs=out_fs, chunk_frames=chunk_frames, batch=batch,
-                     retries=retries, low_confidence=low_confidence, overwrite=overwrite, device=device, name=name)
+                     retries=retries, low_confidence=low_confidence, overwrite=overwrite, device=device, name=name,
+                     overlay=overlay)
     if client is None:
         try:
             from distributed import get_client

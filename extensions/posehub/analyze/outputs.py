@@ -7,6 +7,8 @@
   filtering) read it;
 * ``<stem>.predictions.slp`` (SLEAP models): a SLEAP labels file of predicted instances, one per frame
   where the model found a body part, pointing at the video;
+* ``<stem>.overlay.mp4`` (``overlay=True``): the video with each body part drawn where the model put it
+  (a filled dot; a ring where its confidence is below the low-confidence threshold), H.264;
 * ``<stem>.analysis.json``: the record: the model folder and its own ``run.json``, the environment,
   the parameters, the video's SHA-256, each chunk's range, worker, attempts and time, frames, mean
   confidence and the share of low-confidence frames.
@@ -139,6 +141,45 @@ def record(plan: Plan, video: VideoPlan, chunks: list[dict], summary: dict, sha2
     })
 
 
+COLORS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+          (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]  # RGB, one per body part
+
+
+def draw(frame: np.ndarray, points: np.ndarray, scores: np.ndarray, threshold: float, radius: int = 4) -> np.ndarray:
+    """``frame`` (RGB) with each body part's point: a filled dot, a ring when its score is below ``threshold``."""
+    import cv2
+
+    out = np.ascontiguousarray(frame)
+    for j, ((x, y), s) in enumerate(zip(points, scores)):
+        if np.isfinite(x) and np.isfinite(y):
+            cv2.circle(out, (int(round(x)), int(round(y))), radius, COLORS[j % len(COLORS)],
+                       -1 if s >= threshold else 1, lineType=cv2.LINE_AA)
+    return out
+
+
+def overlay_video(src: str, points: np.ndarray, scores: np.ndarray, dest: str, threshold: float) -> int:
+    """Write ``src`` with the points drawn on its frames to ``dest`` (H.264 .mp4, the source's frame rate);
+    the number of frames written."""
+    import cv2
+    import imageio.v2 as iio
+
+    cap = cv2.VideoCapture(src)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    writer = iio.get_writer(dest, fps=fps, codec="libx264", quality=7, macro_block_size=1)
+    n = 0
+    try:
+        while n < len(points):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            writer.append_data(draw(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), points[n], scores[n], threshold))
+            n += 1
+    finally:
+        writer.close()
+        cap.release()
+    return n
+
+
 def _via_file(suffix: str, make) -> bytes:
     """The bytes of a file that a library writes only to a path (``make(path)``)."""
     with tempfile.TemporaryDirectory(prefix="posehub-analyze-") as tmp:
@@ -168,6 +209,9 @@ def write(plan: Plan, video: VideoPlan, points: np.ndarray, scores: np.ndarray, 
     if "slp" in video.files:
         labels = sleap_labels(points, scores, bodyparts, video.path)
         put_kind("slp", _via_file(".slp", lambda p: labels.save(p, verbose=False)))
+    if "overlay" in video.files:
+        threshold = plan.params["low_confidence"]
+        put_kind("overlay", _via_file(".mp4", lambda p: overlay_video(video.path, points, scores, p, threshold)))
     sha = file_sha256(video.path, lambda p, m: open(p, m))
     files = {**written, "record": video.files["record"]}
     rec = record(plan, video, chunks, summary, sha, files, environment())

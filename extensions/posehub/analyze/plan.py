@@ -127,14 +127,17 @@ class Plan:
         return [v for v in self.videos if not v.error]
 
 
-def output_names(stem: str, framework: str) -> dict[str, str]:
+def output_names(stem: str, framework: str, overlay: bool = False) -> dict[str, str]:
     """The files one video's analysis writes, by kind: PoseHub's CSV and record always; DeepLabCut's
-    ``.h5``/``.csv`` for DeepLabCut models, SLEAP's ``.predictions.slp`` for SLEAP models."""
+    ``.h5``/``.csv`` for DeepLabCut models, SLEAP's ``.predictions.slp`` for SLEAP models; with
+    ``overlay`` the video with the points drawn on it."""
     names = {"csv": f"{stem}.posehub.csv"}
     if framework == "dlc":
         names.update(dlc_h5=f"{stem}{DLC_SCORER}.h5", dlc_csv=f"{stem}{DLC_SCORER}.csv")
     elif framework == "sleap":
         names["slp"] = f"{stem}.predictions.slp"
+    if overlay:
+        names["overlay"] = f"{stem}.overlay.mp4"
     names["record"] = f"{stem}.analysis.json"
     return names
 
@@ -224,7 +227,7 @@ def _join(folder: str, name: str) -> str:
 
 
 def make_plan(model, videos, *, out=None, out_fs=None, chunk_frames=500, batch=16, retries=2, low_confidence=0.5,
-              overwrite=False, device="auto", name=None, probe=None) -> Plan:
+              overwrite=False, device="auto", name=None, probe=None, overlay=False) -> Plan:
     """Every check :func:`posehub.analyze.analyze` makes before it submits anything; a :class:`Plan` or
     :class:`AnalyzeError`. A video that cannot be read among readable ones gets its ``error`` (reported
     as failed, never submitted); when no video can be read, that is an AnalyzeError."""
@@ -239,6 +242,8 @@ def make_plan(model, videos, *, out=None, out_fs=None, chunk_frames=500, batch=1
         raise AnalyzeError(f"out must be a folder or bucket URL, got {out!r}")
     if name is not None and (not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)):
         raise AnalyzeError(f"name must be letters, digits, '.', '_' and '-', got {name!r}")
+    if not isinstance(overlay, bool):
+        raise AnalyzeError(f"overlay must be True or False, got {overlay!r}")
     folder, spec, record = check_model(model)
     paths = find_videos(videos)
     if probe is None:
@@ -251,7 +256,7 @@ def make_plan(model, videos, *, out=None, out_fs=None, chunk_frames=500, batch=1
     for i, path in enumerate(paths):
         stem = Path(path).stem
         vp = VideoPlan(i, path, stem, dest=out_dir if out_dir is not None else os.path.dirname(path))
-        for kind, fname in output_names(stem, spec["framework"]).items():
+        for kind, fname in output_names(stem, spec["framework"], overlay).items():
             target = _join(vp.dest, fname)
             if target in targets:
                 raise AnalyzeError(f"{targets[target]} and {path} would both write {target}: analyze them "
@@ -278,7 +283,7 @@ def make_plan(model, videos, *, out=None, out_fs=None, chunk_frames=500, batch=1
                                    "it, or another out=")
     aid = name or new_id(spec["framework"])
     params = {"chunk_frames": int(chunk_frames), "chunk_size": size, "batch": int(batch), "retries": int(retries),
-              "low_confidence": float(low_confidence), "device": device, "overwrite": bool(overwrite)}
+              "low_confidence": float(low_confidence), "device": device, "overwrite": bool(overwrite), "overlay": overlay}
     return Plan(aid, folder, spec["framework"], spec["bodyparts"], record, plans, params, out_dir, out_fs)
 
 
