@@ -103,7 +103,7 @@ def test_a_plan_of_two_videos(run_folder, videos):
                                                                                 "tailbase"]
     assert plan.model_dir == str(run_folder) and plan.model_record == {"framework": "sleap", "seed": 3}
     assert plan.params == {"chunk_frames": 30, "chunk_size": 32, "batch": 8, "retries": 2, "low_confidence": 0.5,
-                           "device": "auto", "overwrite": False}
+                           "device": "auto", "overwrite": False, "overlay": False}
     a, b = plan.videos
     assert (a.path, a.name, a.frames, a.dest) == (str(videos / "a.mp4"), "a", 100, str(videos))
     assert a.chunks == [(0, 32), (32, 64), (64, 96), (96, 100)] and b.chunks == [(0, 32), (32, 37)]

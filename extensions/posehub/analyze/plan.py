@@ -142,24 +142,8 @@ def output_names(stem: str, framework: str, overlay: bool = False) -> dict[str, 
     return names
 
 
-def check_model(model) -> tuple[str, dict, dict]:
-    """The model folder (absolute), its ``model.json`` and its ``run.json`` (or {})."""
-    if isinstance(model, os.PathLike):
-        model = os.fspath(model)
-    elif getattr(model, "path", None) is not None and getattr(model, "framework", None):  # a trainers.Model
-        model = os.fspath(model.path)
-    if not isinstance(model, str) or not model:
-        raise AnalyzeError(f"model must be the folder of a PoseHub run (a path), got {model!r}")
-    if "://" in model:
-        raise AnalyzeError(f"model {model}: give the run folder as a path the workers see (e.g. under ~/buckets), "
-                           "not a URL")
-    folder = Path(os.path.expanduser(model)).absolute()
-    if not folder.is_dir():
-        raise AnalyzeError(f"model folder {folder} does not exist")
+def _run_spec(folder: Path) -> dict:
     spec_file = folder / "model.json"
-    if not spec_file.is_file():
-        raise AnalyzeError(f"{folder} is not a PoseHub run folder (no model.json): give the folder "
-                           "train_and_evaluate or an ensemble member wrote")
     try:
         spec = json.loads(spec_file.read_text())
         framework, bodyparts = str(spec["framework"]), list(spec["bodyparts"])
@@ -167,13 +151,69 @@ def check_model(model) -> tuple[str, dict, dict]:
         raise AnalyzeError(f"{spec_file}: not a readable model.json ({type(e).__name__}: {e})") from None
     if not bodyparts:
         raise AnalyzeError(f"{spec_file}: the model has no body parts")
+    return {**spec, "framework": framework, "bodyparts": bodyparts}
+
+
+def ensemble_members(folder: Path) -> tuple[list[str], dict]:
+    """The run folders of an ensemble's finished members (``member-<i>`` beside its ``ensemble.json``,
+    wherever the ensemble was written from), and the ensemble's record."""
+    try:
+        record = json.loads((folder / "ensemble.json").read_text())
+        members = [m for m in record["members"] if m.get("status") == "done"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AnalyzeError(f"{folder / 'ensemble.json'}: not a readable ensemble record "
+                           f"({type(e).__name__}: {e})") from None
+    if not members:
+        raise AnalyzeError(f"the ensemble in {folder} has no finished member to predict with")
+    paths = []
+    for m in members:
+        name = str(m.get("url") or f"member-{m.get('index')}").rstrip("/").rsplit("/", 1)[-1]
+        member = folder / name
+        if not (member / "model.json").is_file():
+            raise AnalyzeError(f"the ensemble's member {name} is not in {folder} (no {name}/model.json): give the "
+                               "folder the ensemble wrote, with its members")
+        paths.append(str(member))
+    return paths, record
+
+
+def check_model(model) -> tuple[str, dict, dict]:
+    """The model folder (absolute), its spec and its own record (``run.json``, or {}).
+
+    A run folder (``model.json``) predicts alone. An ensemble's folder (``ensemble.json`` and its members'
+    run folders) predicts with every finished member and their consensus (:mod:`posehub.ensemble.consensus`,
+    from keypoints): the spec then has ``members`` (their folders) and the record is the ensemble's."""
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    elif getattr(model, "path", None) is not None and getattr(model, "framework", None):  # a trainers.Model
+        model = os.fspath(model.path)
+    elif getattr(model, "dest", None) is not None and getattr(model, "members", None) is not None:  # an EnsembleResult
+        model = str(model.dest)
+    if not isinstance(model, str) or not model:
+        raise AnalyzeError(f"model must be the folder of a PoseHub run or ensemble (a path), got {model!r}")
+    if "://" in model:
+        raise AnalyzeError(f"model {model}: give the run folder as a path the workers see (e.g. under ~/buckets), "
+                           "not a URL")
+    folder = Path(os.path.expanduser(model)).absolute()
+    if not folder.is_dir():
+        raise AnalyzeError(f"model folder {folder} does not exist")
+    if not (folder / "model.json").is_file() and (folder / "ensemble.json").is_file():
+        members, record = ensemble_members(folder)
+        specs = [_run_spec(Path(m)) for m in members]
+        if len({(s["framework"], tuple(s["bodyparts"])) for s in specs}) != 1:
+            raise AnalyzeError(f"the ensemble's members in {folder} differ in tool or body parts")
+        record = {k: record.get(k) for k in ("id", "framework", "spec", "consensus", "members")}
+        return str(folder), {**specs[0], "members": members}, {"ensemble": record}
+    if not (folder / "model.json").is_file():
+        raise AnalyzeError(f"{folder} is not a PoseHub run folder (no model.json) nor an ensemble's (no "
+                           "ensemble.json): give the folder train_and_evaluate or train_ensemble wrote")
+    spec = _run_spec(folder)
     record = {}
     if (folder / "run.json").is_file():
         try:
             record = json.loads((folder / "run.json").read_text())
         except (OSError, ValueError) as e:
             raise AnalyzeError(f"{folder / 'run.json'}: not readable ({e})") from None
-    return str(folder), {"framework": framework, "bodyparts": bodyparts, **spec}, record
+    return str(folder), spec, record
 
 
 GLOB_CHARS = re.compile(r"[*?\[]")

@@ -11,6 +11,8 @@ workspace gets).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -27,6 +29,21 @@ from .store import ItemRecord, WatchRecord
 
 log = logging.getLogger("posehub.watch")
 RESULT = "RESULT "
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _preexec(acct, home: Path):
+    """Become the owner (:func:`posehub.hub.isolation.preexec_fn`), then ask for SIGTERM when the service
+    dies (set after the change of user, which clears it): a job never outlives the service that records
+    its result, so a restarted service that runs the video again is the only one running it."""
+    become = isolation.preexec_fn(None, acct, home)
+
+    def preexec():
+        become()
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return preexec
 
 
 def job_spec(cfg: PoseHubConfig, watch: WatchRecord, item: ItemRecord, groups, home: Path) -> dict:
@@ -76,7 +93,7 @@ async def run_job(cfg: PoseHubConfig, spec: dict, python: str, owner: str, timeo
     proc = await asyncio.create_subprocess_exec(
         python, "-m", "posehub.watch.job", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
-        preexec_fn=isolation.preexec_fn(None, acct, home))
+        preexec_fn=_preexec(acct, home))
     try:
         out, err = await asyncio.wait_for(proc.communicate(json.dumps(spec).encode()), timeout)
     except asyncio.TimeoutError:
