@@ -114,6 +114,11 @@ def worker_spans(hub: Hub, user: str) -> list:
     return [s for s in rep.ledger.spans(rep.period(), user) if s.kind == "dask-worker"]
 
 
+def job_processes() -> list[str]:
+    out = subprocess.run(["pgrep", "-af", "posehub.watch.job"], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if "pgrep" not in ln]
+
+
 def wait_items(hub, tok, wid, n, timeout, what):
     def ended():
         its = items(hub, tok, wid)
@@ -252,8 +257,21 @@ def test_a_video_copied_into_a_watched_local_bucket_is_analysed_once(local_hub, 
         assert cost_api(hub, "DELETE", "budgets/user/alice?reason=test").ok
     r = wapi(hub, alice, "POST", f"watches/{wid}/resume")
     assert r.ok and r.json()["state"] == "active", r.text
+
+    # the hub restarted while clip2 is analysed: its job stops with the service, and runs again once
+    wait_for(lambda: any(i["state"] == "running" for i in items(hub, alice, wid)), timeout=60, interval=0.5,
+             what="clip2 running")
+    hub.stop()
+    wait_for(lambda: not job_processes(), timeout=30, interval=0.5, what="the watch job to stop with the service")
+    hub.start()
     its = wait_items(hub, alice, wid, 3, WITHIN, "clip2 after resuming")
-    assert next(i for i in its if i["key"] == "incoming/clip2.mp4")["state"] == "done"
+    clip2 = next(i for i in its if i["key"] == "incoming/clip2.mp4")
+    assert clip2["state"] == "done" and clip2["attempts"] == 2, clip2
+    assert (home_bucket / "analysed" / "clip2.analysis.json").is_file()
+    # no cluster left running at alice's cost, not even the one of the attempt the restart cut short
+    rep = CostReporter(load(hub.config_file))
+    wait_for(lambda: not rep.ledger.open_spans("alice", kind="dask-worker"), timeout=60, interval=1,
+             what="alice's watch clusters to be gone")
     assert f"Your watched folder #{wid}" not in s.get(f"{hub.url}/hub/home", timeout=30).text
 
 

@@ -76,6 +76,8 @@ def member(p):
 
 cons = consensus.combine([member(rough)])
 cons_refined = consensus.combine([member(with_maps)])
+import sleap_io as sio
+trained_on = len(sio.load_slp("run/model/labels_gt.train.0.slp"))  # what sleap-nn trained on
 
 shutil.rmtree("run")  # the copy alone
 copied = sorted(p.relative_to("copy").as_posix() for p in Path("copy").rglob("*") if p.is_file())
@@ -92,10 +94,13 @@ print(json.dumps({{
     "refined_found": bool((np.isfinite(cons_refined.points).all(-1) == np.isfinite(with_maps.points).all(-1)).all()),
     "copied": copied, "reloaded_same": bool(np.allclose(again.points, with_maps.points, equal_nan=True)
                                             and np.allclose(again.confmaps, with_maps.confmaps)),
-    "validation_fraction": r.record["params"]["validation_fraction"]}}))
+    "validation_fraction": r.record["params"]["validation_fraction"], "trained_on": trained_on,
+    "train_frames": r.model.info["train_frames"]}}))
 """
     got = run_pose(code, tmp_path)
     assert got["validation_fraction"] == 0
+    # 0 = every training frame (sleap-io would read a fraction of 1 - 0 = 1 as one frame)
+    assert got["trained_on"] == got["train_frames"] > 1, got
     assert got["plain_confmaps"] and got["same_points"]
     assert got["image"] == [480, 640] and got["stride"] == 2 / 0.25  # output_stride / scale
     assert got["shape"] == [10, 4, 480 * 0.25 / 2, 640 * 0.25 / 2] and got["dtype"] == "float32"

@@ -8,9 +8,10 @@ owner's short-lived S3 credentials): they never appear in an environment or a fi
 1. fetches the video (S3: into ``~/.posehub/watch/<watch>/<item>/``; local buckets: read in place),
 2. checks the model and the video (:func:`posehub.analyze.plan.make_plan`) before any cluster exists, so
    bad input is never charged,
-3. starts a Dask Gateway cluster of the watch's worker profile as the owner (metered, budget-checked and
-   capped like any of the owner's clusters), analyses the video (:mod:`posehub.analyze`), shuts the
-   cluster down,
+3. stops clusters an earlier attempt left (a restart killed it), starts a Dask Gateway cluster of the
+   watch's worker profile as the owner (metered, budget-checked and capped like any of the owner's
+   clusters) and says its name at once (``CLUSTER <name>``), analyses the video (:mod:`posehub.analyze`),
+   shuts the cluster down,
 4. puts the results under the watch's output prefix and prints one line ``RESULT {json}``: ``state``
    (done, failed: bad input or a failed analysis, refused: the gateway would not start a cluster),
    ``error``, and for a done one the files, frames, mean confidence and share of low-confidence frames.
@@ -25,6 +26,9 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+
+CLUSTER = "CLUSTER "
 
 
 def _result(state: str, error: str = "", **kw) -> dict:
@@ -94,10 +98,25 @@ def run(spec: dict) -> dict:
     from dask_gateway import Gateway
 
     t0 = time.time()
+    gateway = Gateway()
+    for name in spec.get("stale_clusters") or []:  # started by an attempt that died (a restart): stop them
+        try:
+            gateway.stop_cluster(name)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
     try:
-        cluster = Gateway().new_cluster(profile=spec["profile"])
-    except Exception as e:  # noqa: BLE001 - the gateway's refusal (budget, GPUs) is the user's sentence
+        name = gateway.submit(profile=spec["profile"])
+    except Exception as e:  # noqa: BLE001 - the gateway's refusal (budget, GPUs, clusters) is the user's sentence
         return _result("refused", str(e))
+    print(f"{CLUSTER}{name}", flush=True)  # recorded by the service at once
+    try:
+        cluster = gateway.connect(name, shutdown_on_close=True)
+    except Exception as e:  # noqa: BLE001 - the gateway went away (a restart): stop it, try again later
+        try:
+            gateway.stop_cluster(name)
+        except Exception:  # noqa: BLE001 - the next attempt stops it (stale_clusters)
+            pass
+        return _result("failed", f"the Dask cluster could not be reached: {e}", retry=True)
     try:
         cluster.scale(spec["workers"])
         client = cluster.get_client()

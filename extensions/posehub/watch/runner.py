@@ -83,8 +83,12 @@ def python_of(cfg: PoseHubConfig, profile: str) -> str:
     return str(environments.env_dir(image) / "bin" / "python")
 
 
-async def run_job(cfg: PoseHubConfig, spec: dict, python: str, owner: str, timeout: float) -> dict:
-    """Run the job as ``owner`` with ``spec`` on its standard input; its RESULT, or a failed one saying why."""
+async def run_job(cfg: PoseHubConfig, spec: dict, python: str, owner: str, timeout: float,
+                  on_cluster=lambda name: None) -> dict:
+    """Run the job as ``owner`` with ``spec`` on its standard input; its RESULT, or a failed one saying why.
+    ``on_cluster(name)`` is called as soon as the job says which Dask cluster it started."""
+    from .job import CLUSTER
+
     acct = isolation.account(cfg, owner) if cfg.isolated else None
     home = isolation.home_of(cfg, owner)
     env = {"HOME": str(home), "USER": acct.name if acct else os.environ.get("USER", ""), "LANG": "C.UTF-8",
@@ -92,10 +96,29 @@ async def run_job(cfg: PoseHubConfig, spec: dict, python: str, owner: str, timeo
            "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     proc = await asyncio.create_subprocess_exec(
         python, "-m", "posehub.watch.job", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True,
+        stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True, limit=1 << 20,
         preexec_fn=_preexec(acct, home))
+    proc.stdin.write(json.dumps(spec).encode())
+    await proc.stdin.drain()
+    proc.stdin.close()
+    result: list[dict] = []
+    err_tail: list[str] = []
+
+    async def read_out():
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith(CLUSTER):
+                on_cluster(line[len(CLUSTER):].strip())
+            elif line.startswith(RESULT):
+                result.append(json.loads(line[len(RESULT):]))
+
+    async def read_err():
+        async for raw in proc.stderr:
+            err_tail.append(raw.decode(errors="replace").rstrip())
+            del err_tail[:-20]
+
     try:
-        out, err = await asyncio.wait_for(proc.communicate(json.dumps(spec).encode()), timeout)
+        await asyncio.wait_for(asyncio.gather(read_out(), read_err(), proc.wait()), timeout)
     except asyncio.TimeoutError:
         _stop(proc.pid)
         await proc.wait()
@@ -103,14 +126,13 @@ async def run_job(cfg: PoseHubConfig, spec: dict, python: str, owner: str, timeo
     except asyncio.CancelledError:
         _stop(proc.pid)
         raise
-    lines = [ln for ln in out.decode(errors="replace").splitlines() if ln.startswith(RESULT)]
-    if not lines:
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+    if not result:
         log.warning("watch job %s/%s of %s ended %s without a result: %s", spec["watch"], spec["item"], owner,
-                    proc.returncode, " | ".join(tail))
-        return {"state": "failed", "error": f"the analysis process ended ({proc.returncode}) without a result: "
-                                            + (tail[-1] if tail else "no output")}
-    return json.loads(lines[-1][len(RESULT):])
+                    proc.returncode, " | ".join(err_tail[-3:]))
+        return {"state": "failed", "retry": True,
+                "error": f"the analysis process ended ({proc.returncode}) without a result: "
+                         + (err_tail[-1] if err_tail else "no output")}
+    return result[-1]
 
 
 def _stop(pid: int) -> None:

@@ -28,9 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-from cost_reports.web import ADMIN_SCOPE
+from cost_reports.web import Base as CostBase
+from cost_reports.web import Directory
+from cost_reports.web import NotFound as CostNotFound
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import ioloop, web
 
 from ..config import PoseHubConfig
@@ -154,12 +156,13 @@ class Watcher:
             if self.cfg["buckets"]["backend"] != "local":
                 spec["credentials"] = await loop.run_in_executor(None, runner.credentials, self.cfg, watch,
                                                                  user.groups)
+            spec["stale_clusters"] = list(item.result.get("clusters", []))
             timeout = float(self.cfg["watch"]["job_timeout_seconds"])
             token_id, spec["token"] = await self.hub.new_token(
                 watch.owner, runner.token_scopes(), int(timeout) + 600, f"posehub watch {watch.id}, video {item.id}")
             log.info("watch %s of %s: analysing %s", watch.id, watch.owner, item.key)
             result = await runner.run_job(self.cfg, spec, runner.python_of(self.cfg, watch.profile), watch.owner,
-                                          timeout)
+                                          timeout, lambda name: self.store.note_cluster(item.id, name))
         except sources.SourceError as e:
             result = {"state": "refused", "error": str(e)}
         except Exception as e:  # noqa: BLE001 - recorded on the item, the loop goes on
@@ -173,19 +176,18 @@ class Watcher:
                 except Exception:  # noqa: BLE001 - it expires anyway
                     log.warning("token %s of %s not deleted", token_id, watch.owner)
         state, error = result.get("state"), result.get("error", "")
-        if state == "refused":  # no cluster (budget, GPUs): the video waits; a budget refusal pauses the watch
-            attempts = item.attempts + 1
-            if attempts >= MAX_ATTEMPTS:
-                await loop.run_in_executor(None, lambda: self.store.finished(item.id, FAILED, error))
-            else:
-                await loop.run_in_executor(None, lambda: self.store.finished(item.id, QUEUED, error))
+        if state == "refused":  # no cluster now (budget, GPUs, the owner's cluster limit): the video waits
+            await loop.run_in_executor(None, lambda: self.store.finished(item.id, QUEUED, error,
+                                                                         count_attempt=False))
             why = await loop.run_in_executor(None, self.budget_refusal, watch, user.groups)
             if why:
                 await loop.run_in_executor(None, self.pause, watch, why)
+        elif state != "done" and result.get("retry") and item.attempts + 1 < MAX_ATTEMPTS:  # its process died
+            await loop.run_in_executor(None, lambda: self.store.finished(item.id, QUEUED, error))
         else:
             final = DONE if state == "done" else FAILED
             await loop.run_in_executor(None, lambda: self.store.finished(
-                item.id, final, error, {k: _finite(v) for k, v in result.items() if k not in ("state", "error")}))
+                item.id, final, error, {k: _finite(v) for k, v in result.items() if k not in ("state", "error", "retry")}))
         log.info("watch %s of %s: %s %s %s", watch.id, watch.owner, item.key, state, error)
 
     def view(self, watch: WatchRecord) -> dict:
@@ -199,34 +201,17 @@ class Watcher:
 # ---------------------------------------------------------------- pages and API
 
 
-class Base(HubOAuthenticated, web.RequestHandler):
+class Base(CostBase):
+    """The cost service's handler base (JupyterHub OAuth, XSRF on forms, admins, JSON and error pages)."""
+
     @property
     def watcher(self) -> Watcher:
         return self.settings["watcher"]
 
-    @property
-    def is_api(self) -> bool:
-        return "/api/" in self.request.path
-
-    def prepare(self):
-        if self.request.method not in ("GET", "HEAD", "OPTIONS"):
-            self.get_current_user()
-            self.check_xsrf_cookie()
-
-    @property
-    def user_name(self) -> str:
-        return self.current_user["name"]
-
-    async def is_admin(self) -> bool:
-        model = self.current_user
-        if model.get("admin") or ADMIN_SCOPE in model.get("scopes", []):
-            return True
-        user = (await self.fresh_users()).get(model["name"])
-        return bool(user and user.admin)
-
     async def fresh_users(self) -> dict:
-        self.watcher.users = {u.name: u for u in await self.watcher.hub.users()}
-        return self.watcher.users
+        users = await self.directory.refresh(force=True)
+        self.watcher.users = dict(users)
+        return users
 
     async def watch_for(self, watch_id: str, write: bool) -> WatchRecord:
         watch = self.watcher.store.get(int(watch_id))
@@ -272,25 +257,11 @@ class Base(HubOAuthenticated, web.RequestHandler):
             return self.watcher.resume(watch)
         raise web.HTTPError(404, f"no action {action!r}")
 
-    def write_json(self, data, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data, default=str))
-
-    def write_error(self, status_code: int, **kwargs) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        if self.is_api:
-            self.write_json({"status": status_code, "message": message}, status_code)
-        else:
-            self.render_page(status=status_code, message=message, watches=[], admin=False)
-
-    def render_page(self, **kw) -> None:
+    def render_watches(self, **kw) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
         xsrf = self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token
         self.finish(TEMPLATES.get_template("watches.html").render(
-            prefix=self.settings["prefix"], hub_prefix=self.settings["hub_prefix"], user=self.current_user,
-            xsrf=xsrf, **kw))
+            prefix=self.prefix, hub_prefix=self.settings["hub_prefix"], user=self.current_user, xsrf=xsrf, **kw))
 
 
 class WatchesApi(Base):
@@ -341,8 +312,8 @@ class Page(Base):
         user = (await self.fresh_users()).get(self.user_name)
         buckets = sources.user_buckets(self.watcher.cfg, self.user_name, user.groups) if user else []
         profiles = self.watcher.offered(user) if user else {}
-        self.render_page(watches=[self.watcher.view(w) for w in watches], items=items, admin=admin,
-                         buckets=buckets, profiles=profiles, message=self.get_argument("message", ""), status=200)
+        self.render_watches(watches=[self.watcher.view(w) for w in watches], items=items, admin=admin,
+                            buckets=buckets, profiles=profiles, message=self.get_argument("message", ""))
 
 
 class FormCreate(Base):
@@ -355,7 +326,7 @@ class FormCreate(Base):
             msg = f"Watch #{watch.id} added."
         except web.HTTPError as e:
             msg = e.log_message
-        self.redirect(self.settings["prefix"] + "?" + _q(msg))
+        self.redirect(self.prefix + "?" + _q(msg))
 
 
 class FormAction(Base):
@@ -371,12 +342,7 @@ class FormAction(Base):
                 msg = f"Watch #{w.id} is {w.state}."
         except web.HTTPError as e:
             msg = e.log_message
-        self.redirect(self.settings["prefix"] + "?" + _q(msg))
-
-
-class NotFound(Base):
-    def prepare(self):
-        raise web.HTTPError(404, f"no such page: {self.request.path}")
+        self.redirect(self.prefix + "?" + _q(msg))
 
 
 def _q(message: str) -> str:
@@ -396,10 +362,10 @@ def make_app(watcher: Watcher, prefix: str, hub_prefix: str) -> web.Application:
         (p + r"api/watches/(\d+)/(pause|resume)", WatchActionApi),
         (p + r"api/watches/(\d+)/items", ItemsApi),
         (p + "oauth_callback", HubOAuthCallbackHandler),
-        (r".*", NotFound),
+        (r".*", CostNotFound),
     ]
-    return web.Application(routes, watcher=watcher, prefix=p, hub_prefix=hub_prefix,
-                           cookie_secret=os.urandom(32), xsrf_cookies=False)
+    return web.Application(routes, watcher=watcher, directory=Directory(watcher.hub), reporter=watcher.gate.reporter,
+                           prefix=p, hub_prefix=hub_prefix, cookie_secret=os.urandom(32), xsrf_cookies=False)
 
 
 class Started:

@@ -205,14 +205,32 @@ class WatchStore:
             i = s.get(Item, item_id)
             i.state, i.started, i.attempts = RUNNING, self.db.clock.now(), i.attempts + 1
 
-    def finished(self, item_id: int, state: str, error: str = "", result: dict | None = None) -> None:
+    def finished(self, item_id: int, state: str, error: str = "", result: dict | None = None,
+                 count_attempt: bool = True) -> None:
+        """The end of an attempt (``state`` QUEUED: it waits for another). ``count_attempt`` False: the attempt
+        never started an analysis (no cluster was given) and does not count. The clusters attempts started
+        are kept (see :meth:`note_cluster`)."""
         with self.db.write() as s:
             i = s.get(Item, item_id)
             if i is None:
                 return
+            clusters = json.loads(i.result or "{}").get("clusters", [])
             i.state, i.error = state, error
-            i.result = json.dumps(result or {}, default=str)
+            i.result = json.dumps({**(result or {}), "clusters": clusters}, default=str)
             i.finished = self.db.clock.now() if state in (DONE, FAILED) else None
+            if not count_attempt:
+                i.attempts = max(i.attempts - 1, 0)
+
+    def note_cluster(self, item_id: int, name: str) -> None:
+        """An attempt started Dask cluster ``name``: recorded at once, so that if the attempt dies (a restart),
+        the next one stops it first and it is never left running at the owner's cost."""
+        with self.db.write() as s:
+            i = s.get(Item, item_id)
+            if i is None:
+                return
+            result = json.loads(i.result or "{}")
+            result["clusters"] = [*result.get("clusters", []), name]
+            i.result = json.dumps(result, default=str)
 
     def requeue_running(self) -> int:
         """After a restart: items whose job died with the old service go back to the queue."""

@@ -77,7 +77,10 @@ class SleapTrainer(Trainer):
         with LogWatcher((workdir / run, "training_log.csv"), progress, p["epochs"]):
             train(
                 train_labels_path=[str(slp)],
-                validation_fraction=p["validation_fraction"],
+                # 0: every training frame trains (and validates). Passed on as a fraction, sleap-io would read
+                # 1 - 0 = 1 as a count: one frame.
+                **({"validation_fraction": p["validation_fraction"]} if p["validation_fraction"] > 0
+                   else {"use_same_data_for_val": True}),
                 scale=p["scale"],
                 backbone_config={"unet": {"filters": p["filters"], "max_stride": p["max_stride"],
                                           "output_stride": p["output_stride"]}},
