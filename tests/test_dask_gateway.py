@@ -5,7 +5,8 @@ environment of alice's real server (its hub token, its DASK_GATEWAY__* settings)
 so they see what a notebook sees. What is checked: the worker profiles a user
 is offered (access rules), clusters that start and run work in the profile's
 environment with its resources, the limits per user, the budget refusal, the
-ledger's `dask-worker` spans, and the cost enforcer stopping a cluster at the cap.
+ledger's `dask-worker` spans, and the cost enforcer stopping a cluster at the cap. The ensemble widget's
+"Analyse videos" tab runs in alice's real Jupyter kernel (as her account, as a notebook would).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from playwright.sync_api import expect
 
 from browser import browser, login
 from hubfixture import REPO, Hub, base_config, free_port, process_env, server_processes, spawn_with_form, wait_for, wait_ready
+from kernel import Kernel
 
 from cost_reports.core import CostReporter
 from posehub.config import load
@@ -454,7 +456,7 @@ def test_bad_ensemble_input_fails_before_any_worker_starts(gw):
 
 def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
     """Notebook 05 as alice sees it: the widget in JupyterLab, in Chromium; she submits 2 members and
-    gets the table of members vs consensus."""
+    gets the table of members vs consensus; the Analyse videos tab then offers the best member as its model."""
     hub = gw["hub"]
     home = hub.home("alice")
     nb = json.loads((REPO / "notebooks" / "05_ensemble.ipynb").read_text())
@@ -499,6 +501,12 @@ def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
         assert slp.is_file() and slp.stat().st_uid == pwd.getpwnam(hub.account("alice")).pw_uid
         page.locator(".posehub-ens-open-desktop").click()  # this workspace has not opened its desktop
         expect(status).to_contain_text("Your desktop is not running: open it from JupyterLab's Launcher")
+        # the Analyse videos tab: the model field holds the ensemble's best member (its consensus is not one model)
+        page.locator(".posehub-ens .lm-TabBar-tab", has_text="Analyse videos").click()
+        expect(page.locator(".posehub-ana-model input")).to_have_value(re.compile(r"/member-\d+$"))
+        expect(page.locator(".posehub-ana-model-note")).to_contain_text("this is its best member, member ")
+        expect(page.locator(".posehub-ana-estimate-button")).to_be_visible()
+        expect(page.locator(".posehub-ana-watch-message")).not_to_be_empty()  # the watches, or why there are none
     wait_for(lambda: not client(gw, "out['n'] = len(gateway.list_clusters())")["n"], timeout=60,
              what="the widget's cluster to shut down")
 
@@ -563,3 +571,198 @@ def test_analysis_of_three_clips_with_a_worker_killed(gw):
     assert all(c["state"] == "done" for c in chunks), chunks
     assert max(c["attempts"] for c in chunks) >= 2  # the killed worker's chunk ran again
     assert len({w for v in videos.values() for w in v["workers"]}) >= 2
+
+
+# ---------------------------------------------------------------- the widget's "Analyse videos" tab, in alice's kernel
+
+DATA = REPO.parent / "shared" / "data" / "openfield"
+ALL_STATES = ["pending", "running", "stopping", "stopped", "failed"]
+
+
+@pytest.fixture(scope="module")
+def alice_kernel(gw):
+    """A Jupyter kernel of alice's server (her account, her environment), as notebook 05 runs in."""
+    k = Kernel.start(gw["hub"], "alice")
+    try:
+        wait_for(lambda: k.execute("1").status == "ok", timeout=90, what="alice's kernel")
+        yield k
+    finally:
+        k.shutdown()
+
+
+def in_kernel(kernel: Kernel, code: str, timeout: float = 120) -> dict:
+    """Run ``code`` in the kernel; it sets ``out`` (JSON)."""
+    r = kernel.execute("import json\nout = {}\n" + textwrap.dedent(code) + "\nprint('OUT=' + json.dumps(out))",
+                       timeout=timeout)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("OUT=")]
+    assert r.status == "ok" and r.error is None and lines, \
+        f"{r.status} {r.error}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return json.loads(lines[-1][4:])
+
+
+def charged_spans(hub: Hub, user: str) -> set:
+    return {(s.resource_id, str(s.start)) for s in worker_spans(hub, user, open_only=False)}
+
+
+def all_clusters(ws, token=None) -> list[str]:
+    return client(ws, f"out['names'] = sorted(c.name for c in gateway.list_clusters(status={ALL_STATES!r}))",
+                  token)["names"]
+
+
+def chown(path: Path, account: str) -> None:
+    pw = pwd.getpwnam(account)
+    subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", str(path)], check=True)
+
+
+def test_bad_analysis_input_is_refused_and_nothing_is_charged(gw, alice_kernel):
+    """A corrupt video, an empty one, a missing model folder, a glob matching nothing, and bob's private folder
+    (his home, 0700): analyze() and the widget's Analyse button each say what is wrong, and nothing starts: no
+    cluster, no worker, nothing in the ledger."""
+    hub = gw["hub"]
+    work = hub.home("alice") / "bad-input"
+    (work / "run").mkdir(parents=True, exist_ok=True)
+    (work / "run" / "model.json").write_text(json.dumps({"framework": "sleap", "bodyparts": ["snout"], "info": {}}))
+    (work / "corrupt.mp4").write_bytes(os.urandom(50_000))
+    (work / "empty.mp4").write_bytes(b"")
+    chown(work, hub.account("alice"))
+    # bob's home, as his first spawn makes it (his alone, 0700), with a real video and a run folder in it
+    bob = accounts.ensure_account("bob", prefix=hub.config["isolation"]["account_prefix"], group="posehub-users",
+                                  homes_dir=hub.data_dir / "homes")
+    private = hub.home("bob") / "private"
+    (private / "run").mkdir(parents=True, exist_ok=True)
+    (private / "run" / "model.json").write_text((work / "run" / "model.json").read_text())
+    (private / "clip.mp4").write_bytes((DATA / "videos" / "m3v1mp4.mp4").read_bytes())
+    chown(private, hub.account("bob"))
+    home_mode = hub.home("bob").stat()
+    assert home_mode.st_uid == bob.uid and stat.S_IMODE(home_mode.st_mode) == 0o700
+    spans, clusters = charged_spans(hub, "alice"), all_clusters(gw)
+    run, bob_run, clip = work / "run", private / "run", private / "clip.mp4"
+    direct = {"corrupt": (run, work / "corrupt.mp4"), "empty": (run, work / "empty.mp4"),
+              "no_model": (work / "nowhere", DATA / "videos" / "m3v1mp4.mp4"), "no_match": (run, work / "*.avi"),
+              "bob_file": (run, clip), "bob_glob": (run, private / "*.mp4")}
+    widget = {"corrupt": (run, work / "corrupt.mp4"), "no_match": (run, work / "*.avi"), "bob_file": (run, clip),
+              "bob_glob": (run, private / "*.mp4"), "bob_model": (bob_run, work / "corrupt.mp4")}
+    out = in_kernel(alice_kernel, f"""
+        import html, os, re
+        from dask_gateway import Gateway
+        from posehub.analyze import AnalyzeError, analyze
+        from posehub.ensemble.widget import EnsembleWidget
+
+        def text(value):
+            return html.unescape(re.sub("<[^>]+>", "", value))
+
+        class NoClient:
+            def __getattr__(self, name):
+                raise AssertionError(f"client.{{name}} was used before the input was checked")
+
+        out["uid"] = os.getuid()
+        out["direct"] = {{}}
+        for name, (model, videos) in {({k: (str(a), str(b)) for k, (a, b) in direct.items()})!r}.items():
+            try:
+                analyze(model, videos, client=NoClient())
+                out["direct"][name] = "no error"
+            except AnalyzeError as e:
+                out["direct"][name] = str(e)
+        ui = EnsembleWidget()
+        tab = ui.analyse_tab
+        out["profile"] = tab.profile.value
+        out["widget"] = {{}}
+        for name, (model, videos) in {({k: (str(a), str(b)) for k, (a, b) in widget.items()})!r}.items():
+            tab.model.value, tab.videos.value = model, videos
+            tab.on_analyse()  # the Analyse button's handler
+            out["widget"][name] = {{"message": text(tab.message.value), "started": tab._thread is not None,
+                                   "estimate": tab.estimate.value, "analysis": tab.analysis is not None}}
+        out["clusters"] = [c.name for c in Gateway().list_clusters()]
+    """)
+    assert out["uid"] == pwd.getpwnam(hub.account("alice")).pw_uid and out["profile"] == "pose-cpu"
+    d = out["direct"]
+    assert d["corrupt"].startswith(f"video {work}/corrupt.mp4: not a readable video"), d
+    assert d["empty"] == f"video {work}/empty.mp4: an empty file (0 bytes)"
+    assert d["no_model"] == f"model folder {work}/nowhere does not exist"
+    assert d["no_match"] == f"no videos match {work}/*.avi"
+    # what analyze() says of a folder alice may not enter (plan.find_videos: not there, as far as she can see)
+    assert d["bob_file"] == f"video {clip}: no such file"
+    assert d["bob_glob"] == f"no videos match {private}/*.mp4"
+    wd = out["widget"]
+    for name, got in wd.items():
+        assert got["message"].startswith("Nothing was started: ") and not got["started"] and not got["analysis"], \
+            (name, got)
+        assert got["estimate"] == "", (name, got)
+    assert d["corrupt"] in wd["corrupt"]["message"] and d["no_match"] in wd["no_match"]["message"]
+    # the widget says why: the folder is not hers
+    keep_out = "(it is another account's, or its permissions keep you out)"
+    assert wd["bob_file"]["message"] == f"Nothing was started: videos {clip}: you may not read {hub.home('bob')} " \
+                                        + keep_out
+    assert wd["bob_glob"]["message"] == f"Nothing was started: videos {private}/*.mp4: you may not read " \
+                                        f"{hub.home('bob')} " + keep_out
+    assert wd["bob_model"]["message"] == f"Nothing was started: model folder {bob_run}: you may not read " \
+                                         f"{hub.home('bob')} " + keep_out
+    # nothing started, nothing charged
+    assert out["clusters"] == [] and all_clusters(gw) == clusters
+    assert not worker_spans(hub, "alice") and charged_spans(hub, "alice") == spans
+
+
+def test_the_analyse_tab_analyses_a_clip_on_the_gateway(gw, alice_kernel):
+    """The widget's Analyse videos tab in alice's kernel: a tiny SLEAP model (the one of the three-clips test when
+    it ran, else trained here) over one 60-frame clip on one pose-cpu gateway worker: the estimate, the progress
+    per video, the results table with the clip's frames, its files written as alice; the cluster shut down, its
+    worker in the ledger."""
+    hub = gw["hub"]
+    home = hub.home("alice")
+    work = home / "tab-analysis"
+    model = home / "analysis" / "model"  # test_analysis_of_three_clips_with_a_worker_killed's
+    setup = (f"TESTS = {str(REPO / 'tests' / 'analyze')!r}\nDATA = {str(DATA)!r}\nWORK = {str(work)!r}\n"
+             f"MODEL = {str(model)!r}\n")
+    made = client(gw, setup + textwrap.dedent("""
+        import os, sys
+        from pathlib import Path
+        sys.path.insert(0, TESTS)
+        import analyze_steps as steps
+        work, model = Path(WORK), Path(MODEL)
+        work.mkdir(exist_ok=True)
+        if not (model / "model.json").exists():
+            model = steps.train(work, Path(DATA))
+        out["model"] = str(model)
+        first, count = steps.CLIPS["clipC"]
+        out["clip"] = str(steps.cut(Path(DATA) / steps.VIDEO, work / "clipC.mp4", first, count))
+    """), timeout=600)
+    chown(work, hub.account("alice"))
+    spans = charged_spans(hub, "alice")
+    out = in_kernel(alice_kernel, f"""
+        import html, re
+        from posehub.analyze import form
+        from posehub.ensemble.widget import EnsembleWidget
+        ui = EnsembleWidget()
+        tab = ui.analyse_tab
+        tab.model.value, tab.videos.value, tab.out.value = {made['model']!r}, {made['clip']!r}, {str(work / 'out')!r}
+        tab.workers.value = 1
+        tab.on_analyse()
+        out["estimate"] = html.unescape(re.sub("<[^>]+>", "", tab.estimate.value))
+        out["started"] = tab._thread is not None
+        tab._thread.join(600)
+        out["alive"] = tab._thread.is_alive()
+        out["message"] = html.unescape(re.sub("<[^>]+>", "", tab.message.value))
+        out["progress"] = html.unescape(tab.progress.value)
+        out["results"] = html.unescape(tab.results.value)
+        out["rows"] = form.result_rows(tab.analysis.results())
+        out["cluster"] = tab.cluster.name
+    """, timeout=700)
+    assert out["started"] and not out["alive"], out
+    assert out["estimate"].startswith("Estimate: 60 frames of 1 video(s) in 1 chunk(s) on 1 CPU worker(s)"), out
+    assert out["message"] == "Done: 1 of 1 video(s) analysed. The files are listed per video below.", out
+    assert "<td>clipC</td><td>done</td><td>1/1</td><td>60/60</td>" in out["progress"], out["progress"]
+    (row,) = out["rows"]
+    assert row["video"] == "clipC.mp4" and row["status"] == "done" and row["frames"] == 60 and row["error"] == ""
+    assert row["mean confidence"] != "–" and row["low-confidence share"].endswith(" %")
+    files = row["output files"].split("\n")
+    assert {Path(f).name for f in files} == {"clipC.posehub.csv", "clipC.predictions.slp", "clipC.analysis.json"}
+    alice_uid = pwd.getpwnam(hub.account("alice")).pw_uid
+    assert all(Path(f).parent == work / "out" and Path(f).stat().st_uid == alice_uid for f in files)
+    assert "<td>clipC.mp4</td><td>done</td><td>60</td>" in out["results"]
+    # the cluster is shut down, its worker was metered at the profile's rate
+    wait_for(lambda: not client(gw, "out['n'] = len(gateway.list_clusters())")["n"], timeout=60,
+             what="the tab's cluster to shut down")
+    wait_for(lambda: not worker_spans(hub, "alice"), timeout=60, what="the worker spans to close")
+    new = [s for s in worker_spans(hub, "alice", open_only=False) if (s.resource_id, str(s.start)) not in spans]
+    assert new and {s.resource_id.split("/")[0] for s in new} == {out["cluster"]}
+    assert all(s.profile == "pose-cpu" and s.rate == Decimal("0.2") for s in new)
