@@ -10,6 +10,7 @@ budget. The tests check what each notebook claims.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -169,3 +170,52 @@ def test_06_my_costs(workspace):
     assert "Period 20" in text and "% used" in text
     assert "pose-cpu" in text  # the profile alice has been running
     assert "Forecast: $" in text
+
+
+CLIPS_07 = ["openfield_0000-0029", "openfield_1150-1179", "openfield_2300-2329"]  # 3 clips of 30 frames
+
+
+@pytest.mark.timeout(1500)  # trains a tiny SLEAP model first when notebook 02 has not run; then about a minute
+def test_07_analyze_videos(workspace):
+    """Notebook 07: clips of the open-field video analysed in chunks on a Dask cluster (a local one: this test
+    hub runs no Dask Gateway) with notebook 02's model when test_02_03_04 ran first, else a tiny one it trains."""
+    r = run_notebook(workspace, "07_analyze_videos.ipynb", expect_fail=True, model="/nowhere/run")
+    assert "model /nowhere/run: not a PoseHub run folder" in r.stderr + r.stdout
+    assert "run 02_sleap first or set model=..." in r.stderr + r.stdout
+
+    nb, text = run_notebook(workspace, "07_analyze_videos.ipynb")
+    assert ("model: notebook 02's SLEAP run" in text or "so a tiny SLEAP model was trained" in text
+            or "the tiny SLEAP model trained here before" in text)
+    assert "Estimate: 90 frames of 3 video(s) in 6 chunk(s) on 2 CPU worker(s)" in text
+    assert "this workspace has no Dask Gateway" in text and "local Dask cluster of 2 worker process(es)" in text
+    assert "6/6 chunks, 90/90 frames" in text and "the cluster is shut down" in text
+
+    clips = workspace["hub"].bucket("posehub-home") / "alice" / "analyze-clips"
+    assert sorted(p.stem for p in clips.glob("*.mp4")) == CLIPS_07
+    for stem in CLIPS_07:
+        for name in (f"{stem}.posehub.csv", f"{stem}.predictions.slp", f"{stem}.analysis.json"):
+            assert (clips / name).is_file() and (clips / name).stat().st_size > 0, name
+        with open(clips / f"{stem}.posehub.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 30 * len(BODYPARTS)  # one row per frame and body part
+        assert sorted({int(r["frame"]) for r in rows}) == list(range(30))
+        assert {r["bodypart"] for r in rows} == set(BODYPARTS)
+        assert all(r["confidence"] and math.isfinite(float(r["confidence"])) for r in rows)
+        assert any(r["x"] for r in rows)  # the model placed body parts
+        rec = json.loads((clips / f"{stem}.analysis.json").read_text())
+        assert rec["frames"] == 30 and rec["video"]["frames"] == 30 and len(rec["video"]["sha256"]) == 64
+        assert math.isfinite(rec["mean_confidence"]) and 0 <= rec["low_confidence"]["share"] <= 1
+        assert [(c["start"], c["stop"]) for c in rec["chunks"]] == [(0, 16), (16, 30)]
+        assert rec["model"]["framework"] == "sleap" and rec["model"]["folder"].endswith(("runs/sleap-openfield",
+                                                                                          "runs/sleap-openfield-tiny"))
+
+    # the results table: one row per clip, every clip done with its 30 frames
+    html = next("".join(o["data"]["text/html"]) for c in nb["cells"] for o in c.get("outputs", [])
+                if "low-confidence share" in "".join(o.get("data", {}).get("text/html", "")))
+    assert html.count("<th>openfield_") == len(CLIPS_07) and all(f"<th>{s}.mp4</th>" in html for s in CLIPS_07)
+    assert html.count("<td>done</td>") == len(CLIPS_07) and html.count("<td>30</td>") == len(CLIPS_07)
+
+    figure = clips / "trajectories.png"
+    assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+    assert "figure saved to /" in text and any(o.get("data", {}).get("image/png") for c in nb["cells"]
+                                                for o in c.get("outputs", []))
