@@ -1,6 +1,6 @@
 """Batch analysis in the pose image's environment, run by test_analyze_pose.py.
 
-    .envs/pose/bin/python tests/analyze/analyze_steps.py {writers,bad-input,dask} OUT DATA
+    .envs/pose/bin/python tests/analyze/analyze_steps.py {writers,bad-input,dask,agree-sleap,agree-dlc} OUT DATA
 
 ``writers`` writes a DeepLabCut and a SLEAP analysis of known arrays and reads them back with DeepLabCut's and
 sleap-io's own readers. ``bad-input`` gives ``analyze`` a corrupt video, an empty one, a missing model folder
@@ -8,7 +8,9 @@ and a glob matching nothing, with a client that fails if it is used. ``dask`` tr
 open-field labels, cuts three short clips from the open-field video (and puts a corrupt, an empty and a
 truncated one beside them), analyses them on ``LocalCluster(n_workers=2, threads_per_worker=1,
 processes=True)`` in chunks of 24 frames, kills a worker process once a chunk is done, predicts each clip again
-in one pass here (``predict_video``), then cancels a second analysis. Each prints one JSON line.
+in one pass here (``predict_video``), then cancels a second analysis. ``agree-sleap`` and ``agree-dlc`` train a
+tiny model and compare ``predict_video`` with the trainer's ``predict`` on the same frames. Each prints one JSON
+line.
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 CSV = "labeled-data/m4s1/CollectedData_Pranav.csv"
 VIDEO = "videos/m3v1mp4.mp4"
 BODYPARTS = ["snout", "leftear", "rightear", "tailbase"]
-# a tiny SLEAP model that finds something on every frame (1 epoch leaves most points NaN): about 20 s on 2 CPUs
+# a tiny SLEAP model that finds something on every frame (fewer steps leave most points NaN): 150 steps of 4 frames,
+# about a minute on 2 CPUs; its points are rough but deterministic, which is what comparing prediction paths needs
 TINY_SLEAP = {"epochs": 150, "scale": 0.25, "filters": 8, "max_stride": 8, "batch_size": 4, "learning_rate": 5e-3,
-              "augment": False, "validation_fraction": 0, "device": "cpu"}
+              "augment": False, "validation_fraction": 0.1, "steps_per_epoch": 1, "device": "cpu"}
+# a tiny DeepLabCut model (one epoch of ResNet-50 from random weights): about 60 s on 2 CPUs; its points are
+# arbitrary but deterministic, which is all a comparison of two prediction paths needs
+TINY_DLC = {"epochs": 1, "crop": 128, "batch_size": 4, "weights": "scratch", "device": "cpu"}
+TINY = {"sleap": TINY_SLEAP, "dlc": TINY_DLC}
 CLIPS = {"clipA": (0, 90), "clipB": (700, 75), "clipC": (1500, 60)}  # name: (first frame, frames)
 CHUNK, BATCH = 20, 8  # chunks of 24 frames (rounded up to whole batches): 4, 4 and 3 chunks
 
@@ -162,13 +169,16 @@ def wait_for(cond, timeout: float, what: str, job=None):
     raise TimeoutError(f"{what} within {timeout} s; progress: {job.progress() if job else ''}")
 
 
-def train(out: Path, data: Path) -> Path:
+def train(out: Path, data: Path, framework: str = "sleap") -> Path:
+    """A tiny model (``TINY``) of ``framework`` trained on the open-field labels, in ``out/model`` (SLEAP) or
+    ``out/model-<framework>``."""
     from posehub.pose import load_labels
     from posehub.pose.run import train_and_evaluate
 
     labels = load_labels(str(data / CSV)).subset(range(0, 116, 2))
-    train_and_evaluate(labels, "sleap", TINY_SLEAP, seed=0, workdir=out / "model")
-    return out / "model"
+    folder = out / ("model" if framework == "sleap" else f"model-{framework}")
+    train_and_evaluate(labels, framework, TINY[framework], seed=0, workdir=folder)
+    return folder
 
 
 def dask(out: Path, data: Path) -> dict:
@@ -254,6 +264,73 @@ def dask(out: Path, data: Path) -> dict:
     return result
 
 
+def tinted(src: Path, dest: Path, first: int, count: int) -> Path:
+    """``count`` frames of ``src`` from ``first`` with the red channel dimmed: a colour video (the open-field
+    video is grey: its three channels are equal)."""
+    import cv2
+    import imageio.v2 as iio
+
+    cap = cv2.VideoCapture(str(src))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, first)
+    w = iio.get_writer(str(dest), fps=30, codec="libx264", quality=8, macro_block_size=16)
+    for _ in range(count):
+        ok, frame = cap.read()
+        assert ok
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        rgb[..., 0] = rgb[..., 0] // 2
+        w.append_data(rgb)
+    w.close()
+    cap.release()
+    return dest
+
+
+def agree(out: Path, data: Path, framework: str, frames: int, batch: int, kinds=("grey", "colour")) -> dict:
+    """``predict_video`` (the tool's inference on frames in memory) against the trainer's ``predict`` (SLEAP:
+    through PNG files; DeepLabCut: a runner built per call) on the same decoded frames, in batches of
+    ``batch``, for a grey clip and a colour one (``kinds``); and a chunked prediction against the one pass."""
+    from posehub.analyze import predict_range, predict_video
+    from posehub.analyze.infer import read_frames
+    from posehub.pose import trainers
+    from posehub.pose.run import load_model
+
+    model = train(out, data, framework)
+    make = {"grey": lambda: cut(data / VIDEO, out / "grey.mp4", 500, frames),
+            "colour": lambda: tinted(data / VIDEO, out / "colour.mp4", 900, frames)}
+    clips = {kind: make[kind]() for kind in kinds}
+    trainer, m = trainers.get(framework)(), load_model(model)
+    got: dict = {}
+    for name, clip in clips.items():
+        images = list(read_frames(clip, 0, frames))
+        ref = [trainer.predict(m, images[i:i + batch]) for i in range(0, frames, batch)]
+        points, scores = np.concatenate([r.points for r in ref]), np.concatenate([r.scores for r in ref])
+        one = predict_video(model, clip, batch=batch, device="cpu")
+        half = frames // 2 // batch * batch
+        parts = [predict_range(model, clip, a, b, batch, "cpu") for a, b in ((0, half), (half, frames))]
+        got[name] = {
+            "frames": len(one["points"]),
+            "grey_frames": bool(np.array_equal(images[0][..., 0], images[0][..., -1])),
+            "nan_share": float(np.isnan(points).mean()),
+            "nan_equal": bool((np.isnan(points) == np.isnan(one["points"])).all()),
+            "max_diff": float(np.nanmax(np.abs(one["points"] - points))),
+            "max_score_diff": float(np.abs(one["scores"] - scores).max()),
+            "chunks_equal": bool(
+                np.array_equal(np.concatenate([p["points"] for p in parts]), one["points"], equal_nan=True)
+                and np.array_equal(np.concatenate([p["scores"] for p in parts]), one["scores"])),
+        }
+        if name == "grey":  # an ensemble of two copies of the model: their consensus is the model's own points
+            import shutil
+
+            ens = out / "ensemble"
+            for i in (0, 1):
+                shutil.copytree(model, ens / f"member-{i}")
+            (ens / "ensemble.json").write_text(json.dumps({"id": "e", "framework": framework, "members": [
+                {"index": i, "status": "done", "url": f"s3://lab/e/member-{i}"} for i in (0, 1)]}))
+            e = predict_video(ens, clip, batch=batch, device="cpu")
+            got[name]["ensemble_equal"] = bool(np.array_equal(e["points"], one["points"], equal_nan=True)
+                                               and np.array_equal(e["scores"], one["scores"]))
+    return got
+
+
 def files_equal(files: dict, ref: dict) -> dict:
     """Each written file read back against the one-pass reference: PoseHub's CSV (3 decimals: within 5e-4 px)
     and SLEAP's .slp (sleap-io's own reader)."""
@@ -287,5 +364,7 @@ def files_equal(files: dict, ref: dict) -> dict:
 
 if __name__ == "__main__":
     mode, out, data = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    steps = {"writers": writers, "bad-input": bad_input, "dask": dask}
+    steps = {"writers": writers, "bad-input": bad_input, "dask": dask,
+             "agree-sleap": lambda o, d: agree(o, d, "sleap", frames=40, batch=16),
+             "agree-dlc": lambda o, d: agree(o, d, "dlc", frames=4, batch=2, kinds=("grey",))}
     print(json.dumps(steps[mode](out, data), default=str))

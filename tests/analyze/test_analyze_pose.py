@@ -12,7 +12,9 @@ keeps 3 decimals (5e-4 px), SLEAP's .slp float32 (1e-5).
 
 About 100 s in all on 2 CPU cores, 85 s of it the Dask test: the tiny model trains in about 20 s, the analysis
 takes about 25 s (each worker loads torch and the model once, about 9 s; the restarted worker again), the
-reference about 15 s; the readers' test about 13 s (importing DeepLabCut), the others about a second.
+reference about 15 s; the readers' test about 13 s (importing DeepLabCut), the others about a second. The
+comparisons with the trainers' ``predict`` train a tiny model each: about 70 s for SLEAP, about 2 minutes for
+DeepLabCut (ResNet-50 on four 640x480 frames, three times).
 """
 
 from pathlib import Path
@@ -107,3 +109,24 @@ def test_clips_on_a_dask_cluster_equal_one_pass(run_step, openfield, tmp_path):
     assert 1 <= sum(p["chunks_done"] for p in got["cancel_progress"]) < 22  # of 12 + 10 chunks
     assert [r[1:] for r in got["cancel_results"]] == [["cancelled", {}], ["cancelled", {}]]
     assert got["cancel_files"] == []
+
+
+def test_sleap_analysis_predicts_what_the_trainer_predicts(run_step, openfield, tmp_path):
+    """sleap-nn fed frames in memory gives the points of the trainer's path through PNG files, for a grey
+    video (sleap-io hands the network one channel) and a colour one (three channels); chunks equal one pass."""
+    got = run_step("agree-sleap", tmp_path, openfield)
+    assert got["grey"]["grey_frames"] and not got["colour"]["grey_frames"]
+    for kind in ("grey", "colour"):
+        g = got[kind]
+        assert g["frames"] == 40 and g["nan_equal"] and g["chunks_equal"], (kind, g)
+        assert g["nan_share"] < 1  # the comparison compares numbers
+        assert g["max_diff"] <= 1e-3 and g["max_score_diff"] <= 1e-5, (kind, g)
+    assert got["grey"]["ensemble_equal"]  # an ensemble's folder as the model: the members' consensus
+
+
+@pytest.mark.slow
+def test_dlc_analysis_predicts_what_the_trainer_predicts(run_step, openfield, tmp_path):
+    """DeepLabCut's runner built once per thread gives the points of the trainer's runner built per call."""
+    g = run_step("agree-dlc", tmp_path, openfield)["grey"]
+    assert g["frames"] == 4 and g["nan_share"] == 0 and g["nan_equal"] and g["chunks_equal"], g
+    assert g["max_diff"] <= 1e-3 and g["max_score_diff"] <= 1e-5, g

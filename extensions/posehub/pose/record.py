@@ -24,9 +24,29 @@ KEY_PACKAGES = ("posehub", "numpy", "torch", "torchvision", "sleap-nn", "sleap-i
                 "distributed")
 
 
+_LOCK: dict = {}
+
+
+def _installed() -> list[str]:
+    """``name==version`` of every installed distribution, sorted. Listing them takes most of a second; the
+    list is kept while the folders on ``sys.path`` keep their modification times (installing or removing a
+    package changes its folder's)."""
+    stamp = []
+    for entry in sys.path:
+        try:
+            stamp.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            continue
+    stamp = tuple(stamp)
+    if _LOCK.get("stamp") != stamp:
+        _LOCK["dists"] = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions()
+                                 if d.metadata["Name"]})
+        _LOCK["stamp"] = stamp
+    return _LOCK["dists"]
+
+
 def environment() -> dict:
-    dists = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions()
-                    if d.metadata["Name"]})
+    dists = _installed()
     versions = {}
     for name in KEY_PACKAGES:
         try:
