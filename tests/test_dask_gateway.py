@@ -456,7 +456,7 @@ def test_bad_ensemble_input_fails_before_any_worker_starts(gw):
 
 def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
     """Notebook 05 as alice sees it: the widget in JupyterLab, in Chromium; she submits 2 members and
-    gets the table of members vs consensus; the Analyse videos tab then offers the best member as its model."""
+    gets the table of members vs consensus; the Analyse videos tab then offers the ensemble's folder as its model."""
     hub = gw["hub"]
     home = hub.home("alice")
     nb = json.loads((REPO / "notebooks" / "05_ensemble.ipynb").read_text())
@@ -501,10 +501,10 @@ def test_the_widget_trains_an_ensemble_in_jupyterlab(gw):
         assert slp.is_file() and slp.stat().st_uid == pwd.getpwnam(hub.account("alice")).pw_uid
         page.locator(".posehub-ens-open-desktop").click()  # this workspace has not opened its desktop
         expect(status).to_contain_text("Your desktop is not running: open it from JupyterLab's Launcher")
-        # the Analyse videos tab: the model field holds the ensemble's best member (its consensus is not one model)
+        # the Analyse videos tab: the model field holds the ensemble's folder (its members' consensus)
         page.locator(".posehub-ens .lm-TabBar-tab", has_text="Analyse videos").click()
-        expect(page.locator(".posehub-ana-model input")).to_have_value(re.compile(r"/member-\d+$"))
-        expect(page.locator(".posehub-ana-model-note")).to_contain_text("this is its best member, member ")
+        expect(page.locator(".posehub-ana-model input")).to_have_value(re.compile(r"/ensembles/[^/]+$"))
+        expect(page.locator(".posehub-ana-model-note")).to_contain_text("finished member(s) and their consensus")
         expect(page.locator(".posehub-ana-estimate-button")).to_be_visible()
         expect(page.locator(".posehub-ana-watch-message")).not_to_be_empty()  # the watches, or why there are none
     wait_for(lambda: not client(gw, "out['n'] = len(gateway.list_clusters())")["n"], timeout=60,

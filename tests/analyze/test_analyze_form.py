@@ -131,25 +131,24 @@ BUCKETS = {"home": SimpleNamespace(url="s3://posehub-home/alice/", path="/home/a
            "raw": SimpleNamespace(url="s3://raw/", path="/home/alice/buckets/raw", mounted=False)}
 
 
-def test_the_best_member_at_the_path_the_workers_see():
+def test_a_finished_ensemble_at_the_path_the_workers_see():
     members = [member(0, "done", 5.0, "s3://posehub-home/alice/ensembles/e1/member-0"),
                member(1, "done", 3.5, "s3://posehub-home/alice/ensembles/e1/member-1"),
-               member(2, "failed", math.nan, ""), member(3, "done", math.nan, "s3://x/member-3")]
-    assert form.best_member(members).index == 1
-    result = SimpleNamespace(id="e1", members=members)
+               member(2, "failed", math.nan, "")]
+    result = SimpleNamespace(id="e1", members=members, dest="s3://posehub-home/alice/ensembles/e1")
     path, note = form.model_from_ensemble(result, BUCKETS)
-    assert path == "/home/alice/buckets/home/ensembles/e1/member-1"
-    assert note == ("An ensemble's consensus is not one model (it combines the members' predictions) and cannot be "
-                    "analysed as one: this is its best member, member 1 (mean test error 3.50 px).")
-    # local buckets: the member's folder is a path already
-    assert form.mounted_path("/data/buckets/home/alice/e1/member-1", {}) == "/data/buckets/home/alice/e1/member-1"
+    assert path == "/home/alice/buckets/home/ensembles/e1"
+    assert note == ("Ensemble e1: every frame is predicted by its 2 finished member(s) and their consensus is kept "
+                    "(the confidence-weighted median of their points).")
+    # local buckets: the folder is a path already
+    assert form.mounted_path("/data/buckets/home/alice/e1", {}) == "/data/buckets/home/alice/e1"
     assert form.mounted_path("s3://posehub-home/alice", BUCKETS) == "/home/alice/buckets/home"
     assert form.mounted_path("s3://raw/x", BUCKETS) is None  # not mounted
-    path, note = form.model_from_ensemble(SimpleNamespace(id="e2", members=[member(0, "done", 1, "s3://raw/m0")]),
+    path, note = form.model_from_ensemble(SimpleNamespace(id="e2", members=members, dest="s3://raw/e2"), BUCKETS)
+    assert path == "" and "Ensemble e2 is at s3://raw/e2, which the workers do not see" in note
+    path, note = form.model_from_ensemble(SimpleNamespace(id="e3", members=[member(0, "failed", 1, "")], dest="/x"),
                                           BUCKETS)
-    assert path == "" and "member 0 (1.00 px), is at s3://raw/m0, which the workers do not see" in note
-    path, note = form.model_from_ensemble(SimpleNamespace(id="e3", members=[member(0, "failed", 1, "")]), BUCKETS)
-    assert path == "" and "no member of ensemble e3 finished: give a run folder" in note
+    assert path == "" and "No member of ensemble e3 finished: give a run folder" in note
 
 
 # ---------------------------------------------------------------- watched folders, through a fake client
@@ -286,10 +285,10 @@ def test_the_estimate_then_the_budget_refusal(tab):
     assert "is more than what is left of your budget for 2026-12, $1.00." in dear["message"]
 
 
-def test_a_finished_ensemble_prefills_its_best_member(tab):
+def test_a_finished_ensemble_prefills_its_folder(tab):
     model, watch_model, note = tab["prefill"]
-    assert model.endswith("/member-1") and watch_model == model
-    assert "this is its best member, member 1 (mean test error 2.00 px)" in note
+    assert model.endswith("/ensemble-e1") and watch_model == model
+    assert "Ensemble e1: every frame is predicted by its 2 finished member(s)" in note
     assert tab["prefill_typed"] == "~/runs/mine"
 
 

@@ -6,7 +6,7 @@ test_analyze_form.py; also the fake watch client the tests share.
 Builds :class:`posehub.ensemble.widget.EnsembleWidget` with a fake watch client and a Dask Gateway that fails
 if it is used, a budget of $1.00 left (``account.status`` replaced) and three worker profiles, then clicks
 through: the tabs, the watched folders (list, pause, resume, watch a folder, the service absent), bad input
-(nothing started), the estimate, a refusal over the budget, and a finished ensemble's best member prefilled.
+(nothing started), the estimate, a refusal over the budget, and a finished ensemble's folder prefilled.
 Prints one JSON line.
 """
 
@@ -274,10 +274,11 @@ def steps(out: Path, data: Path) -> dict:
     got["run"] = run_tab(out, run, video, cancel=False)
     got["cancelled"] = run_tab(out, run, video, cancel=True)
 
-    # a finished ensemble: its best member prefilled, unless the user typed a model
+    # a finished ensemble: its folder prefilled (the members' consensus), unless the user typed a model
     ui = EnsembleWidget(gateway=NoGateway(), watch_client=FakeWatchClient())
     result = SimpleNamespace(id="e1", members=[member(0, "done", 4.0, str(out / "member-0")),
-                                               member(1, "done", 2.0, str(out / "member-1"))])
+                                               member(1, "done", 2.0, str(out / "member-1"))],
+                             dest=str(out / "ensemble-e1"))
     ui.analyse_tab.prefill(result)
     got["prefill"] = [ui.analyse_tab.model.value, ui.analyse_tab.watch_model.value, ui.analyse_tab.model_note.value]
     ui.analyse_tab.model.value = "~/runs/mine"

@@ -3,7 +3,7 @@
 * :func:`check` -- the tab's fields -> a :class:`Request`, or the list of what is wrong (nothing starts);
 * :func:`budget_refusal` -- the sentence refusing an analysis whose estimate is more than the budget left;
 * :func:`progress_rows` / :func:`result_rows` / :func:`table_html` -- the progress and results tables;
-* :func:`best_member` / :func:`mounted_path` / :func:`model_from_ensemble` -- which run folder to prefill
+* :func:`mounted_path` / :func:`model_from_ensemble` -- the ensemble folder to prefill
   from a finished ensemble: its consensus is not one model (it combines the members' predictions), so the tab
   analyses with the member of the lowest test error, at the path the workers see (under ``~/buckets``);
 * :class:`Watches` -- the "Watches" section: the user's watched folders through a watch client
@@ -227,15 +227,6 @@ def table_html(rows: list[dict], css: str = "", columns: list[str] | None = None
 # ------------------------------------------------------------------ the model of a finished ensemble
 
 
-def best_member(members):
-    """The finished member with the lowest mean test error (a :class:`~posehub.ensemble.results.MemberResult`),
-    or None."""
-    done = [m for m in members if m.status == "done" and m.url]
-    if not done:
-        return None
-    return min(done, key=lambda m: (m.mean_px if math.isfinite(m.mean_px) else math.inf, m.index))
-
-
 def mounted_path(url: str, buckets: dict) -> str | None:
     """Where a folder of the user's buckets (``s3://bucket/prefix/...`` or a local folder) is for the workers:
     its path under the bucket's mount (``~/buckets/<name>/...``); a local folder as it is; None when no mounted
@@ -258,18 +249,17 @@ def mounted_path(url: str, buckets: dict) -> str | None:
 
 
 def model_from_ensemble(result, buckets: dict) -> tuple[str, str]:
-    """(run folder to prefill, the sentence saying what it is) for a finished ensemble; ("", why) when none."""
-    m = best_member(result.members)
-    consensus = ("An ensemble's consensus is not one model (it combines the members' predictions) and cannot be "
-                 "analysed as one")
-    if m is None:
-        return "", f"{consensus}, and no member of ensemble {result.id} finished: give a run folder."
-    err = f"{m.mean_px:.2f} px" if math.isfinite(m.mean_px) else "no test error"
-    path = mounted_path(m.url, buckets)
+    """(the ensemble's folder to prefill: the analysis predicts with every finished member and takes their
+    consensus, the sentence saying so) for a finished ensemble; ("", why) when it cannot be used."""
+    done = [m for m in result.members if m.status == "done" and m.url]
+    if not done:
+        return "", f"No member of ensemble {result.id} finished: give a run folder."
+    path = mounted_path(getattr(result, "dest", ""), buckets)
     if path is None:
-        return "", (f"{consensus}: its best member, member {m.index} ({err}), is at {m.url}, which the workers do "
-                    "not see as a folder (its bucket is not mounted): give a run folder under ~/buckets.")
-    return path, f"{consensus}: this is its best member, member {m.index} (mean test error {err})."
+        return "", (f"Ensemble {result.id} is at {result.dest}, which the workers do not see as a folder (its bucket "
+                    "is not mounted): give a run or ensemble folder under ~/buckets.")
+    return path, (f"Ensemble {result.id}: every frame is predicted by its {len(done)} finished member(s) and "
+                  "their consensus is kept (the confidence-weighted median of their points).")
 
 
 # ------------------------------------------------------------------ watched folders

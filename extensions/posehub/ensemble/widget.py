@@ -462,8 +462,8 @@ class AnalyseTab(w.VBox):
     # ------------------------------------------------------------ the model of a finished ensemble
 
     def prefill(self, result) -> None:
-        """The model field from a finished ensemble (its best member: its consensus is not one model), unless the
-        user typed another."""
+        """The model field from a finished ensemble (its folder: the analysis takes its members' consensus),
+        unless the user typed another."""
         if self.model.value and self.model.value != self._prefilled:
             return
         try:
