@@ -75,3 +75,38 @@ def test_videos_and_what_is_new():
 def test_results_keep_the_folder_below_the_watched_prefix():
     assert output_prefix("out/", "in/day1/a.mp4", "in/") == "out/day1/"
     assert output_prefix("out/", "in/a.mp4", "in/") == "out/"
+
+
+# ---------------------------------------------------------------- local listing (posehub.watch.sources)
+
+
+def test_local_listing_never_follows_a_link(tmp_path):
+    import hashlib
+    import os
+
+    from posehub.watch.sources import list_local
+
+    bucket, other = tmp_path / "bucket", tmp_path / "bobs-home"
+    (bucket / "in" / "day1").mkdir(parents=True)
+    (bucket / "in" / ".hidden").mkdir()
+    other.mkdir()
+    (other / "secret.mp4").write_bytes(b"bob's video")
+    (bucket / "in" / "a.mp4").write_bytes(b"alice's video")
+    (bucket / "in" / "day1" / "b.MP4").write_bytes(b"another")
+    (bucket / "in" / "notes.txt").write_bytes(b"not a video")
+    (bucket / "in" / "empty.mp4").write_bytes(b"")
+    (bucket / "in" / ".hidden" / "c.mp4").write_bytes(b"hidden")
+    os.symlink(other / "secret.mp4", bucket / "in" / "link.mp4")  # a link to another's file
+    os.symlink(other, bucket / "in" / "linked-dir")                # a link to another's folder
+    os.mkfifo(bucket / "in" / "pipe.mp4")                          # not a regular file
+    found = {f.key: f for f in list_local(bucket, "in/", {}, (".mp4",))}
+    assert sorted(found) == ["in/a.mp4", "in/day1/b.MP4"]
+    assert found["in/a.mp4"].etag == hashlib.md5(b"alice's video").hexdigest()  # as S3's ETag of the same bytes
+    # the watched prefix itself a link: nothing
+    os.symlink(other, bucket / "elsewhere")
+    assert list_local(bucket, "elsewhere/", {}, (".mp4",)) == []
+    assert list_local(bucket, "missing/", {}, (".mp4",)) == []
+    # a file already hashed (same size and time) is not read again
+    f = found["in/a.mp4"]
+    again = list_local(bucket, "in/", {(f.key, f.size, f.mtime): "cached"}, (".mp4",))
+    assert {g.key: g.etag for g in again}["in/a.mp4"] == "cached"

@@ -96,6 +96,7 @@ def run(spec: dict) -> dict:
         return _result("failed", f"permission denied: {e.filename}")
 
     from dask_gateway import Gateway
+    from dask_gateway.client import GatewayClusterError
 
     t0 = time.time()
     gateway = Gateway()
@@ -106,8 +107,10 @@ def run(spec: dict) -> dict:
             pass
     try:
         name = gateway.submit(profile=spec["profile"])
-    except Exception as e:  # noqa: BLE001 - the gateway's refusal (budget, GPUs, clusters) is the user's sentence
+    except (ValueError, GatewayClusterError) as e:  # the gateway's refusal (budget, GPUs, clusters): a sentence
         return _result("refused", str(e))
+    except Exception as e:  # noqa: BLE001 - not reached (a restart): this attempt counts, the next one may work
+        return _result("failed", f"Dask Gateway could not be reached: {e}", retry=True)
     print(f"{CLUSTER}{name}", flush=True)  # recorded by the service at once
     try:
         cluster = gateway.connect(name, shutdown_on_close=True)

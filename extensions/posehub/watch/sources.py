@@ -43,40 +43,60 @@ def local_folder(cfg: PoseHubConfig, user: str, groups, name: str) -> Path:
     return Path(links[name])
 
 
-def md5_of(path: Path) -> str:
+def _md5(name: str, dir_fd: int) -> str:
     h = hashlib.md5(usedforsecurity=False)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
+def _open_prefix(folder: Path, prefix: str) -> int | None:
+    """A descriptor of ``folder/prefix``, reached one folder at a time without following a link (a folder
+    swapped for a link while the service looks is refused, not followed); None when not there."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        fd = os.open(folder, flags)
+    except OSError:
+        return None
+    for part in [p for p in prefix.split("/") if p]:
+        try:
+            nfd = os.open(part, flags, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nfd
+    return fd
+
+
 def list_local(folder: Path, prefix: str, hashed: dict, suffixes) -> list[Found]:
     """Regular video files under ``folder/prefix``, keys relative to ``folder``; a file's MD5 is taken
-    from ``hashed`` ({(key, size, mtime): etag}) when its size and time are unchanged."""
-    top = folder / prefix
-    out = []
-    step = folder
-    for part in [""] + prefix.strip("/").split("/"):
-        step = step / part if part else step
-        if step.is_symlink() or not step.is_dir():
-            return out  # not there yet, or a link: never followed
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            path = Path(dirpath) / name
-            key = path.relative_to(folder).as_posix()
-            if not is_video(key, suffixes):
-                continue
-            try:
-                st = path.lstat()
-                if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+    from ``hashed`` ({(key, size, mtime): etag}) when its size and time are unchanged. Walked through folder
+    descriptors (``os.fwalk``), never following a link."""
+    out: list[Found] = []
+    top = _open_prefix(folder, prefix)
+    if top is None:
+        return out
+    try:
+        for dirpath, dirnames, filenames, dfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = "" if dirpath == "." else dirpath[2:] + "/"
+            for name in filenames:
+                key = prefix + rel + name
+                if not is_video(key, suffixes):
                     continue
-                etag = hashed.get((key, st.st_size, st.st_mtime)) or md5_of(path)
-            except OSError:
-                continue  # gone or changing: next round
-            out.append(Found(key, etag, st.st_size, st.st_mtime))
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                        continue
+                    etag = hashed.get((key, st.st_size, st.st_mtime)) or _md5(name, dfd)
+                except OSError:
+                    continue  # gone, changing, or swapped for a link: next round
+                out.append(Found(key, etag, st.st_size, st.st_mtime))
+    finally:
+        os.close(top)
     return out
 
 
